@@ -1,0 +1,50 @@
+"""Conversion between flax parameters and the official PyTorch state-dict layout.
+
+A state dict here is an ordered `{name: numpy array}` named as in the official code
+(`w_l1.weight`, `w_l1.bias`, `lnorm1.gamma`, ...). PyTorch stores a Linear weight as
+(out, in); flax stores the kernel as (in, out), so kernels are transposed. No torch needed:
+load an official `.pkl`/`.pt` with torch yourself and pass `{k: v.numpy()}`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TO_TORCH = {"kernel": "weight", "bias": "bias", "gamma": "gamma", "beta": "beta"}
+_FROM_TORCH = {v: k for k, v in _TO_TORCH.items()}
+
+
+def to_torch_state_dict(params: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
+    """Flax params of an `Actor` or `Critic` -> official state dict (parameter order kept)."""
+    state = OrderedDict()
+    for layer, leaves in params.items():
+        for leaf, value in leaves.items():
+            value = np.asarray(value, dtype=np.float32)
+            state[f"{layer}.{_TO_TORCH[leaf]}"] = value.T.copy() if leaf == "kernel" else value.copy()
+    return state
+
+
+def from_torch_state_dict(state_dict: Mapping[str, Any], like: Mapping[str, Any] | None = None) -> dict:
+    """Official state dict -> flax params. With `like` (a params tree) names and shapes are checked."""
+    params: dict[str, dict[str, jax.Array]] = {}
+    for name, value in state_dict.items():
+        layer, _, leaf = name.rpartition(".")
+        if leaf not in _FROM_TORCH or not layer:
+            raise ValueError(f"unexpected state-dict entry {name!r}: expected '<layer>.weight|bias|gamma|beta'")
+        value = np.asarray(value, dtype=np.float32)
+        flax_leaf = _FROM_TORCH[leaf]
+        params.setdefault(layer, {})[flax_leaf] = jnp.asarray(value.T if flax_leaf == "kernel" else value)
+    if like is not None:
+        expected = jax.tree.map(jnp.shape, dict(like))
+        got = jax.tree.map(jnp.shape, params)
+        if expected != got:
+            raise ValueError(
+                f"state dict does not match the network: expected shapes {expected}, got {got}; "
+                "check the task's observation/action sizes and the network widths"
+            )
+    return params
