@@ -7,6 +7,7 @@ distillation child gets the latest capacity/2 transitions of each parent, shuffl
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -29,6 +30,8 @@ def memories_init(num_members: int, capacity: int, obs_dim: int, action_dim: int
 
 def memories_add(memories: RingBuffer, items: Transition, valid: jax.Array) -> RingBuffer:
     """Append per-member item sequences `items[k, T, ...]` (masked by `valid[k, T]`)."""
+    chex.assert_tree_shape_prefix(items, valid.shape)
+    chex.assert_equal_shape_prefix([memories.size, valid], 1)
     return jax.vmap(ring_add)(memories, items, valid)
 
 

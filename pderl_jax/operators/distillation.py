@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -132,6 +133,8 @@ def distill_children(key: jax.Array, population: dict, memories: RingBuffer, par
     accelerators). Run one at a time, an inactive child costs nothing.
     """
     num_children = parent1_slots.shape[0]
+    chex.assert_shape([parent1_slots, parent2_slots, active], (num_children,))
+    chex.assert_equal_shape_prefix(jax.tree.leaves(population) + jax.tree.leaves(memories), 1)
     parallel = resolve_parallelism(config.children_in_parallel, num_children)
 
     def one(inputs):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -71,6 +72,9 @@ def evolve(key: jax.Array, population: dict, memories: RingBuffer, fitness: jax.
     paper's Table 2 statistics in `info.plan.rl_outcome`.
     """
     k = fitness.shape[0]
+    chex.assert_shape(fitness, (k,))
+    chex.assert_tree_shape_prefix(population, (k,))
+    chex.assert_tree_shape_prefix(memories, (k,))
     select_key, cross_key, mutate_key = jax.random.split(key, 3)
     plan = plan_selection(select_key, fitness, config.num_elites, config.tournament_size, rl_slot)
 
@@ -153,6 +157,7 @@ def _npoint_step(key, population, memories, plan):
 def mutate_population(key: jax.Array, population: dict, memories: RingBuffer, mask: jax.Array,
                       apply_actor: ActorApply, config: EvolutionConfig, mutation: str) -> dict:
     """Mutate the members where `mask` is True (vmapped); the others are returned unchanged."""
+    chex.assert_tree_shape_prefix(population, mask.shape)
     keys = jax.random.split(key, mask.shape[0])
     if mutation == "proximal":
         mutated = jax.vmap(lambda k, p, m: proximal_mutation(k, p, m, apply_actor, config))(keys, population, memories)
