@@ -46,7 +46,7 @@ def adam(learning_rate) -> optax.GradientTransformation:
 
 def clip_grad_norm(grads, max_norm):
     """`torch.nn.utils.clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is < 1."""
-    norm = optax.global_norm(grads)
+    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
     scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
     return jax.tree.map(lambda g: g * scale, grads)
 
