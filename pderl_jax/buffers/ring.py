@@ -107,6 +107,7 @@ def ring_from_items(items: Transition, count: jax.Array, capacity: int) -> RingB
     """A fresh buffer holding the first `count` of `items` in order (as `reset` + `add`s)."""
     n = items.reward.shape[0]
     assert n <= capacity, (n, capacity)
+    count = jnp.asarray(count, jnp.int32)
     pad = capacity - n
     data = jax.tree.map(lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)), items)
     valid = jnp.arange(capacity) < count

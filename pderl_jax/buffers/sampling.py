@@ -5,7 +5,9 @@ The official code draws every batch with `random.sample`, i.e. without replaceme
 replay buffer, so distinct indices are drawn by rejection: draw with replacement, keep the first
 occurrence of each value, redraw the rest. Values accepted in earlier rounds always win, which
 makes this the sequential "redraw on collision" scheme and hence exactly uniform over k-subsets.
-When n < k every index in range(n) is returned (in random order) and the tail is masked.
+When n is at most a few times k, rejection needs many rounds, so a random permutation of
+range(n) (over a static pool of 4k slots) is cut to its first k entries instead; when n < k
+every index in range(n) is returned (in random order) and the tail is masked.
 """
 
 from __future__ import annotations
@@ -23,17 +25,21 @@ def sample_distinct(key: jax.Array, n: jax.Array, k: int) -> tuple[jax.Array, ja
     """
     n = jnp.asarray(n, jnp.int32)
     perm_key, rejection_key = jax.random.split(key)
+    pool = PERMUTATION_POOL * k
     indices = lax.cond(
-        n >= k,
+        n > pool,
         lambda: _rejection_sample(rejection_key, n, k),
-        lambda: _masked_permutation(perm_key, n, k),
+        lambda: _masked_permutation(perm_key, n, pool)[:k],
     )
     valid = jnp.arange(k) < jnp.minimum(n, k)
     return jnp.where(valid, indices, 0), valid
 
 
+PERMUTATION_POOL = 4  # n <= 4k: permute range(n) instead of rejecting collisions
+
+
 def _masked_permutation(key, n, k):
-    """First n slots: a random permutation of range(n) (only used when n < k)."""
+    """First min(n, k) slots: a uniformly random arrangement of range(n) cut to k entries."""
     scores = jax.random.uniform(key, (k,))
     scores = jnp.where(jnp.arange(k) < n, scores, 2.0)
     return jnp.argsort(scores).astype(jnp.int32)
@@ -55,9 +61,9 @@ def _rejection_sample(key, n, k):
         key, draw_key = jax.random.split(key)
         fresh = jax.random.randint(draw_key, (k,), 0, jnp.maximum(n, 1), dtype=jnp.int32)
         indices = jnp.where(accepted, indices, fresh)
-        # With n < k this branch is discarded (see `sample_distinct`), but under vmap both
-        # branches run: stop at once instead of looping forever.
-        accepted = ~duplicates(indices, accepted) | (n < k)
+        # With n <= 4k this branch is discarded (see `sample_distinct`), but under vmap both
+        # branches run: stop at once instead of looping for long (or forever when n < k).
+        accepted = ~duplicates(indices, accepted) | (n <= PERMUTATION_POOL * k)
         return key, indices, accepted
 
     def cond(carry):

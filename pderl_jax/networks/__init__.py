@@ -49,9 +49,10 @@ def apply_critic(critic: Critic | TwinCritic, params: dict, states: jax.Array, a
 def weight_matrix_mask(params: dict) -> dict:
     """True for Linear weight matrices (kernels), False for biases and LayerNorm gamma/beta.
 
-    The official proximal and Gaussian mutations perturb only these leaves.
+    Works at any nesting depth (a twin critic nests its layers under "critics"). The official
+    proximal and Gaussian mutations perturb only these leaves.
     """
-    return {layer: {leaf: leaf == "kernel" for leaf in leaves} for layer, leaves in params.items()}
+    return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
 def count_params(params: dict, weights_only: bool = False) -> int:

@@ -19,11 +19,30 @@ _TO_TORCH = {"kernel": "weight", "bias": "bias", "gamma": "gamma", "beta": "beta
 _FROM_TORCH = {v: k for k, v in _TO_TORCH.items()}
 
 
+def _layer_position(name: str) -> tuple[float, int]:
+    """Official registration order: w_state_l1, w_action_l1, then w_l{i}, lnorm{i} by i, w_out last."""
+    if name == "w_out":
+        return (float("inf"), 0)
+    for prefix, rank in (("w_state_l", 0), ("w_action_l", 1), ("w_l", 0), ("lnorm", 2)):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return (int(name[len(prefix):]), rank)
+    raise ValueError(f"unknown layer name {name!r} for the official state-dict layout")
+
+
+_LEAF_ORDER = {"kernel": 0, "bias": 1, "gamma": 0, "beta": 1}
+
+
 def to_torch_state_dict(params: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
-    """Flax params of an `Actor` or `Critic` -> official state dict (parameter order kept)."""
+    """Flax params of an `Actor` or `Critic` -> official state dict, in the official parameter order.
+
+    The order is rebuilt from the layer names, since JAX transformations return dicts with
+    sorted keys.
+    """
     state = OrderedDict()
-    for layer, leaves in params.items():
-        for leaf, value in leaves.items():
+    for layer in sorted(params, key=_layer_position):
+        leaves = params[layer]
+        for leaf in sorted(leaves, key=_LEAF_ORDER.__getitem__):
+            value = leaves[leaf]
             value = np.asarray(value, dtype=np.float32)
             state[f"{layer}.{_TO_TORCH[leaf]}"] = value.T.copy() if leaf == "kernel" else value.copy()
     return state

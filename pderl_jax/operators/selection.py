@@ -36,6 +36,36 @@ class SelectionPlan:
     rl_outcome: jax.Array  # RL_NONE / RL_ELITE / RL_SELECTED / RL_DISCARDED for `rl_slot`
 
 
+@struct.dataclass
+class SelectionStats:
+    """Cumulative counts of what happened to the synced RL actor at the next selection (Table 2)."""
+
+    elite: jax.Array
+    selected: jax.Array
+    discarded: jax.Array
+    total: jax.Array
+
+    @classmethod
+    def zeros(cls) -> "SelectionStats":
+        zero = jnp.zeros((), jnp.float32)
+        return cls(elite=zero, selected=zero, discarded=zero, total=zero)
+
+    def update(self, rl_outcome: jax.Array) -> "SelectionStats":
+        counted = (rl_outcome != RL_NONE).astype(jnp.float32)
+        return SelectionStats(
+            elite=self.elite + (rl_outcome == RL_ELITE),
+            selected=self.selected + (rl_outcome == RL_SELECTED),
+            discarded=self.discarded + (rl_outcome == RL_DISCARDED),
+            total=self.total + counted,
+        )
+
+    def rates(self) -> dict[str, jax.Array]:
+        """Cumulative elite / selected / discarded rates (0 before the first sync)."""
+        total = jnp.maximum(self.total, 1.0)
+        return {"elite_rate": self.elite / total, "selected_rate": self.selected / total,
+                "discarded_rate": self.discarded / total}
+
+
 def rank_by_fitness(fitness: jax.Array) -> jax.Array:
     """numpy `argsort(fitness)[::-1]`: best first; among equal fitness the higher slot first."""
     return jnp.argsort(fitness, stable=True)[::-1]
