@@ -236,8 +236,12 @@ def validate(config: Config) -> None:
         raise ConfigError("evolution.genetic_memory_capacity must be at least 2 (children inherit half from each parent)")
     if learner.batch_size > learner.replay_capacity:
         raise ConfigError("learner.batch_size must not exceed learner.replay_capacity")
-    if learner.learning_starts < 0:
-        raise ConfigError("learner.learning_starts must be >= 0")
+    if learner.learning_starts < learner.batch_size:
+        raise ConfigError(
+            f"learner.learning_starts = {learner.learning_starts} is below learner.batch_size = "
+            f"{learner.batch_size}: a batch is drawn without replacement, so the replay must hold at "
+            "least a batch before learning starts (official: 5 x batch size = 640)"
+        )
     for dotted in ("learner.actor_lr", "learner.critic_lr", "evolution.distill_lr"):
         if not _get(config, dotted) > 0:
             raise ConfigError(f"{dotted} = {_get(config, dotted)} must be > 0")

@@ -151,7 +151,8 @@ class Learner:
 
         if self.twin:
             skip = (state.actor, state.actor_opt, state.actor_target, state.critic_target, jnp.float32(jnp.nan))
-            is_actor_step = state.num_updates % self.config.policy_delay == 0
+            # Reference TD3 counts updates from 1: the actor moves on updates delay, 2*delay, ...
+            is_actor_step = (state.num_updates + 1) % self.config.policy_delay == 0
             actor, actor_opt, actor_target, critic_target, actor_loss = lax.cond(
                 is_actor_step, actor_update, lambda _: skip, None
             )
