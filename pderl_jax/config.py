@@ -227,10 +227,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"evolution.pop_size = {evo.pop_size}: a population needs at least 2 members")
     if not 0.0 < evo.elite_fraction < 1.0:
         raise ConfigError(f"evolution.elite_fraction = {evo.elite_fraction} must lie in (0, 1)")
-    if evo.num_elites >= evo.pop_size:
+    if evo.num_elites > evo.pop_size // 2:
         raise ConfigError(
             f"evolution.elite_fraction = {evo.elite_fraction} gives {evo.num_elites} elites for "
-            f"pop_size {evo.pop_size}; elites must be fewer than members (lower elite_fraction or raise pop_size)"
+            f"pop_size {evo.pop_size}; at most half the population can be elites, since each elite clone "
+            "needs a free slot (lower elite_fraction or raise pop_size)"
         )
     if evo.genetic_memory_capacity < 2:
         raise ConfigError("evolution.genetic_memory_capacity must be at least 2 (children inherit half from each parent)")

@@ -59,6 +59,7 @@ def test_overrides_coerce_strings_like_a_command_line():
     ("pong", {}, "unknown task 'pong'"),
     ("hopper", {"evolution.elite_fraction": 1.0}, "evolution.elite_fraction = 1.0 must lie in (0, 1)"),
     ("hopper", {"evolution.pop_size": 1}, "evolution.pop_size"),
+    ("hopper", {"evolution.pop_size": 4, "evolution.elite_fraction": 0.75}, "at most half the population"),
     ("hopper", {"evolution.genetic_memory_capacity": -5}, "evolution.genetic_memory_capacity"),
     ("hopper", {"learner.algorithm": "sac"}, "learner.algorithm = 'sac' is not allowed; choose one of ddpg, td3"),
     ("hopper", {"mode": "cem"}, "mode = 'cem' is not allowed"),

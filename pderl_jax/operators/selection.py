@@ -67,7 +67,10 @@ class SelectionStats:
 
 
 def rank_by_fitness(fitness: jax.Array) -> jax.Array:
-    """numpy `argsort(fitness)[::-1]`: best first; among equal fitness the higher slot first."""
+    """Stable `argsort(fitness)[::-1]`: best first; among equal fitness the higher slot first.
+
+    (The official code uses numpy's default sort, which for populations of 16 or fewer was
+    stable in the numpy of its time.)"""
     return jnp.argsort(fitness, stable=True)[::-1]
 
 
