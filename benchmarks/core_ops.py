@@ -3,7 +3,8 @@
 Measures, after compilation (reported separately):
   * one learner update (DDPG, and TD3), in ms, with achieved GFLOP/s (XLA's own FLOP count of
     the compiled step) next to the GFLOP/s of a plain 128x400x300 matmul on this machine;
-  * one distillation crossover with full genetic memories (8000), 1 child vs 4 children;
+  * one distillation crossover with full genetic memories (8000), 1 child vs 4 children (one
+    at a time, the CPU default, and all 4 vmapped at once, the accelerator default);
   * one proximal mutation of 10 members (and the Gaussian mutation / n-point crossover of ERL).
 
 Prints a table and writes benchmarks/results/core_ops.json.
@@ -83,7 +84,7 @@ def bench_learner(algorithm: str, updates: int, repeats: int) -> dict:
             "gflops": flops / (step_ms * 1e-3) / 1e9}
 
 
-def bench_distillation(children: int, repeats: int) -> dict:
+def bench_distillation(children: int, repeats: int, in_parallel: int = 0) -> dict:
     actor, critic = make_actor(ACT), make_critic()
     population = init_population(jax.random.key(0), actor, OBS, 10)
     critic_params = init_critic(jax.random.key(1), critic, OBS, ACT)
@@ -91,11 +92,12 @@ def bench_distillation(children: int, repeats: int) -> dict:
                             jnp.ones((10, 8000), bool))
     apply = lambda p, s: apply_actor(actor, p, s)
     q_fn = lambda s, a: apply_critic(critic, critic_params, s, a)
-    config = EvolutionConfig()
+    config = EvolutionConfig(children_in_parallel=in_parallel)
     run = lambda key: distill_children(key, population, memories, jnp.arange(children), jnp.arange(children) + 1,
                                        jnp.ones((children,), bool), apply, q_fn, config)
     compile_s, seconds, _ = timed(run, jax.random.key(3), repeats=repeats)
-    return {"children": children, "seconds": seconds, "seconds_per_child": seconds / children, "compile_s": compile_s}
+    return {"children": children, "children_in_parallel": in_parallel or "auto", "seconds": seconds,
+            "seconds_per_child": seconds / children, "compile_s": compile_s}
 
 
 def bench_mutations(repeats: int) -> dict:
@@ -137,6 +139,7 @@ def main() -> None:
         "td3": bench_learner("td3", args.updates, args.repeats),
         "distillation_1": bench_distillation(1, args.repeats),
         "distillation_4": bench_distillation(4, args.repeats),
+        "distillation_4_vmapped": bench_distillation(4, args.repeats, in_parallel=4),
         **bench_mutations(args.repeats),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +154,9 @@ def main() -> None:
          f"{results['distillation_1']['compile_s']:.1f} s"),
         ("distillation, 4 children", f"{results['distillation_4']['seconds']:.3f} s",
          f"{results['distillation_4']['seconds_per_child']:.3f} s/child", f"{results['distillation_4']['compile_s']:.1f} s"),
+        ("distillation, 4 vmapped", f"{results['distillation_4_vmapped']['seconds']:.3f} s",
+         f"{results['distillation_4_vmapped']['seconds_per_child']:.3f} s/child",
+         f"{results['distillation_4_vmapped']['compile_s']:.1f} s"),
         ("proximal mutation, 10 members", f"{results['proximal_mutation_10']['seconds'] * 1e3:.1f} ms", "",
          f"{results['proximal_mutation_10']['compile_s']:.1f} s"),
         ("Gaussian mutation, 10 members", f"{results['gaussian_mutation_10']['seconds'] * 1e3:.1f} ms", "",

@@ -50,11 +50,12 @@ def _rejection_sample(key, n, k):
 
     def duplicates(indices, accepted):
         # Slot i loses to slot j holding the same value if j was accepted in an earlier round,
-        # or both are new and j comes first.
+        # or both are new and j comes first: sort by (value, priority), flag repeats.
         priority = positions + k * (~accepted)
-        same = indices[:, None] == indices[None, :]
-        beaten = same & (priority[None, :] < priority[:, None])
-        return jnp.any(beaten, axis=1)
+        order = jnp.lexsort((priority, indices))
+        sorted_values = indices[order]
+        repeat = jnp.concatenate([jnp.zeros((1,), bool), sorted_values[1:] == sorted_values[:-1]])
+        return jnp.zeros((k,), bool).at[order].set(repeat)
 
     def body(carry):
         key, indices, accepted = carry

@@ -16,6 +16,7 @@ from flax import struct
 from jax import lax
 
 from pderl_jax.buffers.ring import RingBuffer, Transition, ring_sample
+from pderl_jax.buffers.sampling import sample_distinct
 from pderl_jax.config import LearnerConfig, NetworkConfig
 from pderl_jax.learner.noise import exploration_noise, noisy_action
 from pderl_jax.networks import apply_actor, init_actor, init_critic, make_actor, make_critic
@@ -187,7 +188,16 @@ class Learner:
 
         def run(state):
             if isinstance(num_steps, int):
-                state, metrics = lax.scan(one_step, state, jax.random.split(key, num_steps))
+                # Batch indices for all steps are drawn up front, outside the loop.
+                sample_keys, noise_keys = jnp.split(jax.random.split(key, 2 * num_steps), 2)
+                rows, _ = jax.vmap(lambda k: sample_distinct(k, replay.size, batch_size))(sample_keys)
+
+                def scan_step(state, inputs):
+                    step_rows, noise_key = inputs
+                    batch = jax.tree.map(lambda d: d[step_rows], replay.data)
+                    return self.step(state, batch, noise_key, config)
+
+                state, metrics = lax.scan(scan_step, state, (rows, noise_keys))
                 return state, jax.tree.map(jnp.nanmean, metrics) if num_steps else _nan_metrics()
 
             def body(i, carry):

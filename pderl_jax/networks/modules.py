@@ -69,6 +69,15 @@ def normalize_unbiased(x, eps: float = LAYER_NORM_EPS):
     return centred / (jnp.sqrt(var) + eps)
 
 
+def elu(x):
+    """ELU (alpha 1) as exp(x) - 1 on the negative side.
+
+    Same values as `jax.nn.elu` up to float32 rounding (absolute error below 1e-7), but XLA's
+    CPU `exp` is vectorised where `expm1` is not, which matters in the critic's hot loop.
+    """
+    return jnp.where(x > 0, x, jnp.exp(jnp.minimum(x, 0.0)) - 1.0)
+
+
 class Actor(nn.Module):
     """Deterministic policy: [Linear -> LayerNorm -> tanh] x len(hidden_sizes) -> Linear -> tanh.
 
@@ -102,12 +111,12 @@ class Critic(nn.Module):
 
     @nn.compact
     def __call__(self, state, action):
-        hs = nn.elu(TorchDense(self.input_width, name="w_state_l1")(state))
-        ha = nn.elu(TorchDense(self.input_width, name="w_action_l1")(action))
+        hs = elu(TorchDense(self.input_width, name="w_state_l1")(state))
+        ha = elu(TorchDense(self.input_width, name="w_action_l1")(action))
         h = TorchDense(self.hidden_width, name="w_l2")(jnp.concatenate([hs, ha], axis=-1))
         if self.use_layer_norm:
             h = OfficialLayerNorm(name="lnorm2")(h)
-        h = nn.elu(h)
+        h = elu(h)
         q = TorchDense(1, self.output_init_scale, name="w_out")(h)
         return q[..., 0]
 
