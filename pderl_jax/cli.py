@@ -18,6 +18,22 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return overrides
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled programs on disk so that a second run skips XLA compilation.
+
+    Set PDERL_JAX_CACHE_DIR to choose the folder, or to an empty string to disable the cache.
+    """
+    import os
+    from pathlib import Path
+
+    import jax
+
+    folder = os.environ.get("PDERL_JAX_CACHE_DIR", str(Path.home() / ".cache" / "pderl_jax" / "xla"))
+    if folder:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pderl-jax", description="PDERL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     memory.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
 
     args = parser.parse_args(argv)
+    enable_compilation_cache()
     try:
         overrides = parse_overrides(args.set)
         if args.command == "demo":

@@ -19,7 +19,7 @@ from pderl_jax.config import Config
 from pderl_jax.learner.ddpg import Learner
 from pderl_jax.memory import format_memory_estimate, memory_estimate
 from pderl_jax.networks import apply_actor, init_population, make_actor
-from pderl_jax.operators.evolution import evolve
+from pderl_jax.operators.evolution import evolve, sync_rl_actor
 from pderl_jax.operators.selection import rl_sync_slot
 
 OBS_DIM, ACTION_DIM = 17, 6  # HalfCheetah sizes
@@ -75,8 +75,8 @@ def run_demo(config: Config, generations: int = 5, print_fn=print) -> list[dict]
         _, rl_rewards = episodes(jax.random.fold_in(train_key, 1), lambda s: learner.act(learner_state.actor, s), 256)
 
         slot = rl_sync_slot(fitness, info.plan.elite_slots, evo.protect_all_elites)
-        synced = jax.tree.map(lambda xs, x: xs.at[slot].set(x), population, learner_state.actor)
-        synced_memories = jax.tree.map(lambda xs, x: xs.at[slot].set(x[0]), memories, rl_memory)
+        synced, synced_memories = sync_rl_actor(population, memories, learner_state.actor,
+                                                jax.tree.map(lambda x: x[0], rl_memory), slot)
         population = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, population)
         memories = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced_memories, memories)
         stats = dict(best=fitness.max(), mean=fitness.mean(), rl=rl_rewards.mean(),

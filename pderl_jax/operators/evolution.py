@@ -55,6 +55,14 @@ def clone_into(population: dict, memories: RingBuffer, source, target) -> tuple[
     return population, memories
 
 
+def sync_rl_actor(population: dict, memories: RingBuffer, rl_actor: dict, rl_memory: RingBuffer,
+                  slot) -> tuple[dict, RingBuffer]:
+    """Copy the RL actor (all params) and a chronological copy of its genetic memory into `slot`."""
+    population = jax.tree.map(lambda xs, x: xs.at[slot].set(x), population, rl_actor)
+    memories = jax.tree.map(lambda xs, x: xs.at[slot].set(x), memories, ring_clone(rl_memory))
+    return population, memories
+
+
 def scatter_members(population: dict, memories: RingBuffer, slots: jax.Array, new_params: dict,
                     new_memories: RingBuffer) -> tuple[dict, RingBuffer]:
     """Write members into `slots`; a slot equal to the population size is dropped (padding)."""

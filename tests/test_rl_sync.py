@@ -1,0 +1,44 @@
+"""RL -> population sync: params and a chronological memory copy land in the chosen slot only."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pderl_jax.buffers import Transition, memories_init, ring_add, ring_init, ring_latest
+from pderl_jax.config import NetworkConfig
+from pderl_jax.networks import init_actor, init_population, make_actor
+from pderl_jax.operators.evolution import sync_rl_actor
+
+
+def test_sync_copies_params_and_chronological_memory_into_one_slot():
+    rng = np.random.default_rng()
+    seed = int(rng.integers(2**31))
+    key = jax.random.key(seed)
+    actor = make_actor(2, NetworkConfig(actor_hidden=(8, 8)))
+    population = init_population(key, actor, 3, 5)
+    rl_actor = init_actor(jax.random.fold_in(key, 1), make_actor(2, NetworkConfig(actor_hidden=(8, 8)), rl=True), 3)
+    memories = memories_init(5, 16, 3, 2)
+    rl_memory = ring_init(16, 3, 2)
+    count = int(rng.integers(17, 40))  # wraps the RL memory at least once
+    states = rng.normal(size=(count, 3)).astype(np.float32)
+    items = Transition(jnp.asarray(states), jnp.zeros((count, 2)), jnp.zeros((count, 3)), jnp.arange(count, dtype=jnp.float32),
+                       jnp.zeros((count,)), jnp.zeros((count,)))
+    rl_memory = ring_add(rl_memory, items)
+    slot = int(rng.integers(5))
+
+    new_population, new_memories = jax.jit(sync_rl_actor)(population, memories, rl_actor, rl_memory, slot)
+
+    for i in range(5):
+        member = jax.tree.map(lambda x: np.asarray(x[i]), new_population)
+        expected = rl_actor if i == slot else jax.tree.map(lambda x: x[i], population)
+        for a, b in zip(jax.tree.leaves(member), jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(a, np.asarray(b), err_msg=f"seed={seed} member {i}")
+    copied = jax.tree.map(lambda x: x[slot], new_memories)
+    # Chronological copy: slots 0..15 hold the newest 16 rewards in order, position wraps to 0.
+    np.testing.assert_array_equal(np.asarray(copied.data.reward), np.arange(count - 16, count), err_msg=f"seed={seed}")
+    assert int(copied.size) == 16 and int(copied.position) == 0
+    latest, _ = ring_latest(rl_memory, 16)
+    np.testing.assert_array_equal(np.asarray(copied.data.state), np.asarray(latest.state))
+    for i in range(5):
+        if i != slot:
+            assert int(new_memories.size[i]) == 0, f"seed={seed}: slot {i} memory changed"
