@@ -121,16 +121,10 @@ class Critic(nn.Module):
         return q[..., 0]
 
 
-class TwinCritic(nn.Module):
-    """Two independent critics (TD3); parameters stacked on a leading axis of size 2.
-
-    Returns Q-values of shape [2, ...batch].
+class TwinCritic(Critic):
+    """Two independent critics (TD3) with `Critic`'s settings; parameters stacked on a leading
+    axis of size 2 under "critics". Returns Q-values of shape [2, ...batch].
     """
-
-    input_width: int = 200
-    hidden_width: int = 300
-    use_layer_norm: bool = True
-    output_init_scale: float = 0.1
 
     @nn.compact
     def __call__(self, state, action):
