@@ -6,8 +6,9 @@ each state, the action of the parent that the RL critic values more.
 
 The parents and the critic are frozen during distillation, so the Q-filtered targets of all
 kappa memory states are computed once up front; each of the ~750 steps then only runs the
-child's forward and backward pass on a gathered batch. The static step count is
-epochs x (kappa // N_C); steps beyond epochs x (size // N) for a smaller memory are masked.
+child's forward and backward pass on a gathered batch. All batches are drawn before the loop
+(static shape epochs x (kappa // N_C)); the loop runs epochs x (size // N) of them, which is
+fewer while memories are not full.
 """
 
 from __future__ import annotations
