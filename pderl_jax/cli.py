@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the core components for a few generations on a synthetic task")
-    demo.add_argument("--env", default="halfcheetah", choices=TASKS, help="task whose config (Table 4) is used")
+    demo.add_argument("--env", default="hopper", choices=TASKS,
+                      help="task whose config (Table 4) is used; hopper (default) syncs the RL actor every generation")
     demo.add_argument("--mode", default="pderl", choices=list(MODES), help="algorithm variant")
     demo.add_argument("--learner", default="ddpg", choices=["ddpg", "td3"], help="off-policy learner")
     demo.add_argument("--generations", type=int, default=5, help="generations to run (default 5)")
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--generations must be at least 1")
             from pderl_jax.demo import run_demo
 
-            print(f"pderl-jax component demo: {config.mode} with {config.learner.algorithm}, "
-                  f"population {config.evolution.pop_size}, synthetic one-step task (HalfCheetah sizes)")
+            print(f"pderl-jax component demo: {config.mode} with {config.learner.algorithm}, {config.task} settings "
+                  f"(population {config.evolution.pop_size}, RL sync every {config.evolution.sync_period} "
+                  f"generation(s)), synthetic one-step task with obs 17 / action 6")
             history = run_demo(config, args.generations)
             first, last = history[0], history[-1]
             print(f"best fitness {first['best']:.3f} -> {last['best']:.3f}, "
