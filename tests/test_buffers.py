@@ -583,14 +583,19 @@ def _history(h, capacity):
     return {"half": capacity // 2, "half-1": capacity // 2 - 1}.get(h, h)
 
 
+def _crossover_case(rng, capacity, h1, h2, shuffle):
+    """Two parents with the given fill histories, their child, and the reference child."""
+    p1, ref1 = filled(rng, capacity, _history(h1, capacity))
+    p2, ref2 = filled(rng, capacity, _history(h2, capacity))
+    child = crossover_j(rng.key(), p1, p2, shuffle=shuffle)
+    msg = f"capacity {capacity}, histories {h1}/{h2}; {rng.seed_msg}"
+    return p1, p2, ref1, ref2, child, ref_crossover(ref1, ref2), msg
+
+
 @pytest.mark.parametrize("capacity", [8, 7])
 @pytest.mark.parametrize("h1,h2", CROSSOVER_HISTORIES)
 def test_crossover_memory_unshuffled_is_official_order(rng, capacity, h1, h2):
-    p1, ref1 = filled(rng, capacity, _history(h1, capacity))
-    p2, ref2 = filled(rng, capacity, _history(h2, capacity))
-    child = crossover_j(rng.key(), p1, p2, shuffle=False)
-    ref_child = ref_crossover(ref1, ref2)
-    msg = f"capacity {capacity}, histories {h1}/{h2}; {rng.seed_msg}"
+    p1, p2, ref1, ref2, child, ref_child, msg = _crossover_case(rng, capacity, h1, h2, shuffle=False)
     half = capacity // 2
     assert len(ref_child) == min(len(ref1), half) + min(len(ref2), half)
     assert_matches_ref(child, ref_child, msg)  # order, size, position = size % capacity
@@ -603,11 +608,7 @@ def test_crossover_memory_unshuffled_is_official_order(rng, capacity, h1, h2):
 @pytest.mark.parametrize("capacity", [8, 7])
 @pytest.mark.parametrize("h1,h2", CROSSOVER_HISTORIES)
 def test_crossover_memory_shuffled_same_content(rng, capacity, h1, h2):
-    p1, ref1 = filled(rng, capacity, _history(h1, capacity))
-    p2, ref2 = filled(rng, capacity, _history(h2, capacity))
-    child = crossover_j(rng.key(), p1, p2, shuffle=True)
-    ref_child = ref_crossover(ref1, ref2)
-    msg = f"capacity {capacity}, histories {h1}/{h2}; {rng.seed_msg}"
+    p1, p2, ref1, ref2, child, ref_child, msg = _crossover_case(rng, capacity, h1, h2, shuffle=True)
     size = len(ref_child)
     assert int(child.size) == size and int(child.position) == size % capacity, msg
     rows = rows_of(child.data)
