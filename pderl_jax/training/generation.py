@@ -1,0 +1,171 @@
+"""One PDERL generation as a pure function (official `Agent.train`, algorithm reference 4.3).
+
+    fitness      = evaluate(population)            # xi episodes each; stored; frames counted
+    champion     = test(best member)               # 5 episodes, free, for logging
+    population   = evolve(population, fitness)     # selection, distillation, proximal mutation
+    exploration  = RL actor + OU noise episode     # stored; frames counted
+    learner      = train(learner, replay, frames)  # one update per stored frame
+    rl_test      = test(RL actor)                  # 5 episodes, free
+    every omega generations: copy the RL actor into the worst slot
+
+Modes erl/perl/derl swap the operators inside `evolve`; everything else is shared.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pderl_jax.buffers import RingBuffer, memories_add, memories_init, ring_add, ring_init
+from pderl_jax.config import Config
+from pderl_jax.envs.rollout import Environment, episode_major, rollout
+from pderl_jax.learner.ddpg import Learner, LearnerState
+from pderl_jax.networks import apply_actor, init_population, make_actor
+from pderl_jax.operators.evolution import evolve, sync_rl_actor
+from pderl_jax.operators.selection import SelectionStats, rl_sync_slot
+
+TEST_EPISODES = 5  # official champion and RL test episodes per generation
+
+
+@struct.dataclass
+class TrainState:
+    population: dict  # stacked actor params [k, ...]
+    memories: RingBuffer  # genetic memories [k, kappa, ...]
+    rl_memory: RingBuffer  # the RL actor's genetic memory [kappa, ...]
+    replay: RingBuffer  # shared replay buffer
+    learner: LearnerState
+    selection: SelectionStats
+    rl_slot: jax.Array  # slot the RL actor was synced into last generation, -1 if none
+    generation: jax.Array  # generations completed
+    frames: jax.Array  # stored environment steps so far (test episodes are free)
+    key: jax.Array
+
+
+@struct.dataclass
+class GenerationMetrics:
+    frames: jax.Array  # total after this generation
+    generation_frames: jax.Array
+    fitness: jax.Array  # [k] mean return over the xi trials
+    champion_test: jax.Array
+    rl_test: jax.Array
+    critic_loss: jax.Array
+    actor_loss: jax.Array
+    synced: jax.Array
+    elite_rate: jax.Array
+    selected_rate: jax.Array
+    discarded_rate: jax.Array
+
+
+class Trainer:
+    """Builds the initial state and the jit-able generation step for one config and environment."""
+
+    def __init__(self, config: Config, env: Environment):
+        self.config = config
+        self.env = env
+        self.actor = make_actor(env.action_dim, config.network)
+        self.learner = Learner(env.obs_dim, env.action_dim, config.learner, config.network)
+
+    def apply_actor(self, params, states):
+        return apply_actor(self.actor, params, states)
+
+    def init(self, key: jax.Array) -> TrainState:
+        evo, env = self.config.evolution, self.env
+        key, pop_key, learner_key = jax.random.split(key, 3)
+        return TrainState(
+            population=init_population(pop_key, self.actor, env.obs_dim, evo.pop_size),
+            memories=memories_init(evo.pop_size, evo.genetic_memory_capacity, env.obs_dim, env.action_dim),
+            rl_memory=ring_init(evo.genetic_memory_capacity, env.obs_dim, env.action_dim),
+            replay=ring_init(self.config.learner.replay_capacity, env.obs_dim, env.action_dim),
+            learner=self.learner.init(learner_key),
+            selection=SelectionStats.zeros(),
+            rl_slot=jnp.int32(-1),
+            generation=jnp.int32(0),
+            frames=jnp.int32(0),
+            key=key,
+        )
+
+    # ------------------------------------------------------------------ steps of a generation
+    def evaluate_population(self, key, population):
+        """xi deterministic episodes per member: fitness, and the transitions in storage order."""
+        k, trials = self.config.evolution.pop_size, self.config.evolution.num_evals
+        params = jax.tree.map(lambda x: jnp.repeat(x, trials, axis=0), population)
+        policy = lambda p, obs, _: (jax.vmap(self.apply_actor)(p, obs), p)
+        episodes, _ = rollout(self.env, key, k * trials, policy, params)
+        fitness = episodes.episode_return.reshape(k, trials).mean(axis=1)
+        items, valid = episode_major(episodes, k)
+        return fitness, items, valid, episodes.frames
+
+    def test_actor(self, key, params):
+        """Mean return of TEST_EPISODES deterministic episodes; nothing stored or counted."""
+        policy = lambda p, obs, _: (self.apply_actor(p, obs), p)
+        episodes, _ = rollout(self.env, key, TEST_EPISODES, policy, params)
+        return episodes.episode_return.mean()
+
+    def explore(self, key, learner_state: LearnerState):
+        """One episode of the RL actor with exploration noise (noise state carried, never reset)."""
+
+        def policy(noise_state, obs, step_key):
+            acting = learner_state.replace(noise=noise_state)
+            action, acting = self.learner.explore(acting, obs[0], step_key)
+            return action[None], acting.noise
+
+        episodes, noise = rollout(self.env, key, 1, policy, learner_state.noise)
+        items, valid = episode_major(episodes, 1)
+        return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state.replace(noise=noise)
+
+    def generation(self, state: TrainState) -> tuple[TrainState, GenerationMetrics]:
+        """One generation (see the module docstring); pure and jit-able."""
+        config, evo = self.config, self.config.evolution
+        key, eval_key, champion_key, evolve_key, explore_key, train_key, test_key = jax.random.split(state.key, 7)
+        chex.assert_tree_shape_prefix(state.population, (evo.pop_size,))
+
+        fitness, items, valid, population_frames = self.evaluate_population(eval_key, state.population)
+        memories = memories_add(state.memories, items, valid)
+        replay = ring_add(state.replay, _flatten(items), valid.reshape(-1))
+
+        champion = jax.tree.map(lambda x: x[jnp.argmax(fitness)], state.population)
+        champion_test = self.test_actor(champion_key, champion)
+
+        q_fn = lambda s, a: self.learner.q1(state.learner.critic, s, a)
+        population, memories, info = evolve(evolve_key, state.population, memories, fitness, self.apply_actor,
+                                            q_fn, evo, config.crossover, config.mutation, state.rl_slot)
+        selection = state.selection.update(info.plan.rl_outcome)
+
+        rl_items, rl_valid, rl_frames, learner_state = self.explore(explore_key, state.learner)
+        replay = ring_add(replay, rl_items, rl_valid)
+        rl_memory = ring_add(state.rl_memory, rl_items, rl_valid)
+
+        generation_frames = population_frames + rl_frames
+        num_updates = (generation_frames * config.learner.updates_per_frame).astype(jnp.int32)
+        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates)
+        rl_test = self.test_actor(test_key, learner_state.actor)
+
+        generation = state.generation + 1
+        sync = generation % evo.sync_period == 0
+        slot = rl_sync_slot(fitness, info.plan.elite_slots, evo.protect_all_elites)
+        synced_population, synced_memories = sync_rl_actor(population, memories, learner_state.actor, rl_memory, slot)
+        population = _select(sync, synced_population, population)
+        memories = _select(sync, synced_memories, memories)
+
+        new_state = TrainState(
+            population=population, memories=memories, rl_memory=rl_memory, replay=replay,
+            learner=learner_state, selection=selection, rl_slot=jnp.where(sync, slot, -1).astype(jnp.int32),
+            generation=generation, frames=state.frames + generation_frames, key=key,
+        )
+        rates = selection.rates()
+        metrics = GenerationMetrics(
+            frames=new_state.frames, generation_frames=generation_frames, fitness=fitness,
+            champion_test=champion_test, rl_test=rl_test, critic_loss=losses.critic_loss,
+            actor_loss=losses.actor_loss, synced=sync, **rates,
+        )
+        return new_state, metrics
+
+
+def _flatten(items):
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items)
+
+
+def _select(condition, if_true, if_false):
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)
