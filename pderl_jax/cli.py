@@ -1,11 +1,14 @@
-"""Command line: `pderl-jax demo` (component demo) and `pderl-jax memory` (memory estimate)."""
+"""Command line: `pderl-jax train`, `pderl-jax demo` (component demo), `pderl-jax memory`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from pathlib import Path
+
 from pderl_jax.config import MODES, TASKS, ConfigError, load_config
+from pderl_jax.envs.brax_env import BACKENDS
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -48,6 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                       help="override any config value, e.g. evolution.pop_size=20")
 
+    train = sub.add_parser("train", help="train on a brax task until the frame budget is used")
+    train.add_argument("--env", default="halfcheetah", choices=TASKS, help="task (its Table 4 config is loaded)")
+    train.add_argument("--mode", default="pderl", choices=list(MODES), help="algorithm variant (default pderl)")
+    train.add_argument("--learner", default="ddpg", choices=["ddpg", "td3"], help="off-policy learner (default ddpg)")
+    train.add_argument("--backend", default="brax", choices=["brax"], help="environment implementation")
+    train.add_argument("--physics", default="spring", choices=list(BACKENDS),
+                       help="brax physics pipeline (default spring, the fastest on CPU; mjx is closest to MuJoCo)")
+    train.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--frames", type=int, default=None, help="stored-frame budget (default: the task's, e.g. 6M)")
+    train.add_argument("--out", type=Path, default=None, help="results folder (default results/ENV-MODE-seedN)")
+    train.add_argument("--generations-per-call", type=int, default=1,
+                       help="generations per compiled call (more: less host overhead, coarser logging)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
+
     memory = sub.add_parser("memory", help="print the memory estimate of a task's configuration")
     memory.add_argument("--env", default="halfcheetah", choices=TASKS)
     memory.add_argument("--obs-dim", type=int, default=17)
@@ -58,7 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     try:
         overrides = parse_overrides(args.set)
-        if args.command == "demo":
+        if args.command == "train":
+            overrides = {"mode": args.mode, "learner.algorithm": args.learner, "seed": args.seed, **overrides}
+            if args.frames is not None:
+                overrides["frames"] = args.frames
+            config = load_config(args.env, overrides)
+            if args.generations_per_call < 1:
+                raise ConfigError("--generations-per-call must be at least 1")
+            from pderl_jax.envs import BraxEnvironment
+            from pderl_jax.training.loop import train
+
+            env = BraxEnvironment(args.env, backend=args.physics, episode_length=args.episode_length)
+            out = args.out or Path("results") / f"{args.env}-{args.mode}-seed{args.seed}"
+            print(f"pderl-jax train: {config.mode} with {config.learner.algorithm} on brax {args.env} "
+                  f"({args.physics}), {config.frames} frames, seed {config.seed} -> {out}")
+            train(config, env, out, args.generations_per_call, progress=not args.no_progress)
+        elif args.command == "demo":
             overrides = {"mode": args.mode, "learner.algorithm": args.learner, "seed": args.seed, **overrides}
             config = load_config(args.env, overrides)
             if args.generations < 1:

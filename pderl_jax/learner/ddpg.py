@@ -81,8 +81,8 @@ class Learner:
         return LearnerState(
             actor=actor,
             critic=critic,
-            actor_target=actor,
-            critic_target=critic,
+            actor_target=jax.tree.map(jnp.copy, actor),  # own buffers: the state may be donated
+            critic_target=jax.tree.map(jnp.copy, critic),
             actor_opt=adam(1.0).init(actor),
             critic_opt=adam(1.0).init(critic),
             noise=jnp.zeros((self.action_dim,), jnp.float32),

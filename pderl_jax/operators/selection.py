@@ -47,8 +47,8 @@ class SelectionStats:
 
     @classmethod
     def zeros(cls) -> "SelectionStats":
-        zero = jnp.zeros((), jnp.float32)
-        return cls(elite=zero, selected=zero, discarded=zero, total=zero)
+        zero = lambda: jnp.zeros((), jnp.float32)  # separate buffers: the state may be donated
+        return cls(elite=zero(), selected=zero(), discarded=zero(), total=zero())
 
     def update(self, rl_outcome: jax.Array) -> "SelectionStats":
         counted = (rl_outcome != RL_NONE).astype(jnp.float32)

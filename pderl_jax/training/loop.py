@@ -1,0 +1,105 @@
+"""The host loop: jitted chunks of generations, one CSV row per generation, progress and summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+from jax import lax
+from tqdm import tqdm
+
+from pderl_jax.config import Config, to_dict
+from pderl_jax.envs.rollout import Environment
+from pderl_jax.memory import format_memory_estimate, memory_estimate
+from pderl_jax.training.generation import GenerationMetrics, Trainer
+
+CSV_COLUMNS = ["generation", "frames", "wall_s", "best_fitness", "pop_mean", "pop_min", "pop_max",
+               "champion_test", "rl_test", "critic_loss", "actor_loss", "elite_rate", "selected_rate",
+               "discarded_rate", "synced"]
+
+
+def metric_rows(metrics: GenerationMetrics, first_generation: int, wall_s: float) -> list[dict]:
+    """CSV rows of a chunk of generations (metrics stacked on a leading axis)."""
+    m = jax.tree.map(np.asarray, metrics)
+    rows = []
+    for i in range(m.frames.shape[0]):
+        fitness = m.fitness[i]
+        rows.append({
+            "generation": first_generation + i, "frames": int(m.frames[i]), "wall_s": round(wall_s, 3),
+            "best_fitness": float(fitness.max()), "pop_mean": float(fitness.mean()),
+            "pop_min": float(fitness.min()), "pop_max": float(fitness.max()),
+            "champion_test": float(m.champion_test[i]), "rl_test": float(m.rl_test[i]),
+            "critic_loss": float(m.critic_loss[i]), "actor_loss": float(m.actor_loss[i]),
+            "elite_rate": float(m.elite_rate[i]), "selected_rate": float(m.selected_rate[i]),
+            "discarded_rate": float(m.discarded_rate[i]), "synced": int(m.synced[i]),
+        })
+    return rows
+
+
+def train(config: Config, env: Environment, out_dir: Path, generations_per_call: int = 1,
+          progress: bool = True, print_fn: Callable[[str], None] = print) -> dict:
+    """Train until `config.frames` stored frames; writes `config.json` and `metrics.csv` in `out_dir`.
+
+    Like the official loop, the budget is checked between generations, so a run overshoots it
+    by at most one chunk of generations. Returns a summary dict (also printed).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(
+        {**to_dict(config), "environment": {"name": getattr(env, "task", type(env).__name__),
+                                            "backend": getattr(env, "backend", None),
+                                            "episode_length": env.episode_length}}, indent=2))
+    print_fn(format_memory_estimate(memory_estimate(config, env.obs_dim, env.action_dim)))
+
+    trainer = Trainer(config, env)
+
+    def chunk(state):
+        return lax.scan(lambda s, _: trainer.generation(s), state, None, length=generations_per_call)
+
+    start = time.perf_counter()
+    state = trainer.init(jax.random.key(config.seed))
+    step = jax.jit(chunk, donate_argnums=0)
+    rows: list[dict] = []
+    bar = tqdm(total=config.frames, unit="frame", disable=not progress, dynamic_ncols=True)
+    with open(out_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        while int(state.frames) <= config.frames:  # official: while num_frames <= budget
+            first = int(state.generation) + 1
+            state, metrics = step(state)
+            frames_before = rows[-1]["frames"] if rows else 0
+            new_rows = metric_rows(metrics, first, time.perf_counter() - start)
+            writer.writerows(new_rows)
+            f.flush()
+            rows.extend(new_rows)
+            last = new_rows[-1]
+            bar.update(min(last["frames"], config.frames) - min(frames_before, config.frames))
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(gen=last["generation"], gen_s=f"{last['generation'] / elapsed:.2f}",
+                            fps=f"{last['frames'] / elapsed:.0f}", best=f"{last['best_fitness']:.1f}",
+                            rl=f"{last['rl_test']:.1f}")
+    bar.close()
+    wall = time.perf_counter() - start
+    last = rows[-1]
+    summary = {
+        "generations": last["generation"], "frames": last["frames"], "wall_s": round(wall, 1),
+        "frames_per_s": round(last["frames"] / wall, 1),
+        "final_champion_test": last["champion_test"], "final_rl_test": last["rl_test"],
+        "best_champion_test": max(r["champion_test"] for r in rows if not math.isnan(r["champion_test"])),
+        "out": str(out_dir),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print_fn(f"done: {summary['generations']} generations, {summary['frames']} frames in {summary['wall_s']} s "
+             f"({summary['frames_per_s']} frames/s); champion test {summary['final_champion_test']:.1f} "
+             f"(best {summary['best_champion_test']:.1f}), RL actor {summary['final_rl_test']:.1f}; "
+             f"results in {out_dir}/metrics.csv")
+    return summary
+
+
+__all__ = ["train", "metric_rows", "CSV_COLUMNS"]

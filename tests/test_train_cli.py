@@ -1,0 +1,47 @@
+"""`pderl-jax train` end to end on a short brax run: CSV, resolved config, summary, budget."""
+
+import csv
+import json
+import math
+
+from pderl_jax.cli import main
+from pderl_jax.training.loop import CSV_COLUMNS
+
+TINY = ["evolution.pop_size=4", "evolution.genetic_memory_capacity=256", "learner.replay_capacity=10000",
+        "network.actor_hidden=32,32", "network.critic_input_width=16", "network.critic_hidden_width=16"]
+
+
+def test_train_writes_metrics_config_and_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--env", "hopper", "--physics", "positional", "--frames", "600", "--episode-length", "20",
+                 "--seed", "3", "--out", str(out), "--no-progress", "--set", *TINY])
+    assert code == 0
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == CSV_COLUMNS
+    frames = [int(r["frames"]) for r in rows]
+    # (4 members x 3 trials + 1 RL episode) x at most 20 steps per generation
+    steps = [b - a for a, b in zip([0] + frames, frames)]
+    assert all(13 <= s <= 13 * 20 for s in steps), steps
+    # the budget is checked between generations, as in the official loop: stop once it is exceeded
+    assert frames[-1] > 600 and (len(frames) == 1 or frames[-2] <= 600)
+    assert [int(r["generation"]) for r in rows] == list(range(1, len(rows) + 1))
+    for r in rows:
+        assert float(r["pop_min"]) <= float(r["pop_mean"]) <= float(r["pop_max"]) == float(r["best_fitness"])
+        assert int(r["synced"]) == 1  # hopper: omega = 1
+    assert math.isfinite(float(rows[-1]["critic_loss"]))  # more than 640 frames stored by then
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == "hopper" and config["evolution"]["pop_size"] == 4 and config["seed"] == 3
+    assert config["environment"] == {"name": "hopper", "backend": "positional", "episode_length": 20}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == frames[-1] and summary["generations"] == len(rows)
+    printed = capsys.readouterr().out
+    assert "memory estimate" in printed and "done:" in printed and str(out) in printed
+
+
+def test_train_rejects_bad_settings_before_compiling(tmp_path, capsys):
+    assert main(["train", "--env", "hopper", "--out", str(tmp_path), "--set", "evolution.elite_fraction=2"]) == 2
+    assert "evolution.elite_fraction" in capsys.readouterr().err
+    assert main(["train", "--env", "hopper", "--episode-length", "0", "--out", str(tmp_path)]) == 2
+    assert "episode length must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.csv").exists()
