@@ -1,0 +1,125 @@
+"""Whole-generation speed: frames/s, seconds per generation and its split, compile time, memory.
+
+Paper settings on a brax task (default HalfCheetah, population 10). After one warm-up
+generation, `--generations` generations are timed through the same jitted step that
+`pderl-jax train` uses. The split times each stage on its own (jitted separately, on the
+state reached after warm-up): population rollouts, test episodes, RL exploration, learner
+updates (one per frame of the timed generation), crossovers and mutations; "other" is the
+rest of the generation's time (buffer writes, selection, sync, host overhead).
+
+    python benchmarks/generation.py [--env halfcheetah] [--pop-size 10] [--generations 3]
+
+Prints a table and writes benchmarks/results/generation_<env>_pop<k>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from pderl_jax.config import load_config
+from pderl_jax.envs import BraxEnvironment
+from pderl_jax.operators.distillation import distill_children
+from pderl_jax.operators.evolution import mutate_population
+from pderl_jax.training import Trainer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn, *args, repeats=2):
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="halfcheetah")
+    parser.add_argument("--physics", default="spring")
+    parser.add_argument("--mode", default="pderl")
+    parser.add_argument("--pop-size", type=int, default=10)
+    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    config = load_config(args.env, {"mode": args.mode, "evolution.pop_size": args.pop_size})
+    env = BraxEnvironment(args.env, backend=args.physics)
+    trainer = Trainer(config, env)
+    state = trainer.init(jax.random.key(0))
+
+    start = time.perf_counter()
+    generation = jax.jit(trainer.generation).lower(state).compile()
+    compile_s = time.perf_counter() - start
+
+    state, _ = generation(state)  # warm-up: fills the replay buffer past learning_starts
+    jax.block_until_ready(state)
+    frames, start = 0, time.perf_counter()
+    for _ in range(args.generations):
+        state, metrics = generation(state)
+        frames += int(metrics.generation_frames)  # forces completion of the generation
+    wall = time.perf_counter() - start
+    per_generation = wall / args.generations
+    frames_per_generation = frames / args.generations
+
+    # The split: each stage alone, on the state after warm-up.
+    key = jax.random.key(1)
+    evo = config.evolution
+    split = {}
+    split["population rollouts"] = best_time(jax.jit(trainer.evaluate_population), key, state.population)
+    test = jax.jit(trainer.test_actor)
+    split["test episodes (2 x 5)"] = 2 * best_time(test, key, state.learner.actor)
+    split["RL exploration episode"] = best_time(jax.jit(trainer.explore), key, state.learner)
+    updates = jnp.int32(round(frames_per_generation * config.learner.updates_per_frame))
+    split["learner updates"] = best_time(jax.jit(trainer.learner.train), state.learner, state.replay, key, updates, repeats=1)
+    if config.crossover == "distillation":
+        children = 4  # about 3-4 per generation with pop 10 (reference 4.3)
+        q_fn = lambda s, a: trainer.learner.q1(state.learner.critic, s, a)
+        crossover = jax.jit(lambda k, pop, mem: distill_children(
+            k, pop, mem, jnp.arange(children) % evo.pop_size, (jnp.arange(children) + 1) % evo.pop_size,
+            jnp.ones((children,), bool), trainer.apply_actor, q_fn, evo))
+        split["crossovers (4 children)"] = best_time(crossover, key, state.population, state.memories)
+    mask = jnp.ones((evo.pop_size,), bool)
+    mutate = jax.jit(lambda k, pop, mem: mutate_population(k, pop, mem, mask, trainer.apply_actor, evo,
+                                                           config.mutation))
+    split["mutations (all members)"] = best_time(mutate, key, state.population, state.memories)
+    split["other (buffers, selection, host)"] = max(0.0, per_generation - sum(split.values()))
+
+    device = jax.devices()[0]
+    results = {
+        "env": args.env, "physics": args.physics, "mode": args.mode, "pop_size": args.pop_size,
+        "device": f"{device.platform}: {device.device_kind}", "cpu_count": os.cpu_count(),
+        "host": platform.processor() or platform.machine(), "jax": jax.__version__,
+        "compile_s": compile_s, "seconds_per_generation": per_generation,
+        "frames_per_generation": frames_per_generation, "frames_per_s": frames / wall,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "split_s": split,
+    }
+    out = args.out or RESULTS / f"generation_{args.env}_pop{args.pop_size}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+
+    print(f"{args.mode} on brax {args.env} ({args.physics}), population {args.pop_size}, "
+          f"{results['device']} ({results['cpu_count']} CPUs), jax {results['jax']}")
+    print(f"frames/s {results['frames_per_s']:.1f} | s/generation {per_generation:.2f} "
+          f"({frames_per_generation:.0f} frames) | compile {compile_s:.1f} s | peak RSS {results['peak_rss_mib']:.0f} MiB")
+    print(f"| {'stage':<34} | {'seconds':>8} | {'share':>6} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 8}|")
+    for name, seconds in split.items():
+        print(f"| {name:<34} | {seconds:>8.2f} | {100 * seconds / per_generation:>5.1f}% |")
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
