@@ -30,6 +30,7 @@ from pderl_jax.networks import apply_actor, apply_critic, init_critic, init_popu
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.mutation import gaussian_mutation, proximal_mutation
 from pderl_jax.operators.npoint import npoint_crossover
+from timing import best_time  # benchmarks/timing.py (scripts run from this folder's path)
 
 OBS, ACT = 17, 6
 RESULTS = Path(__file__).resolve().parent / "results" / "core_ops.json"
@@ -40,13 +41,7 @@ def timed(fn, *args, repeats: int):
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        best = min(best, time.perf_counter() - start)
-    return compile_s, best, compiled
+    return compile_s, best_time(compiled, *args, repeats=repeats), compiled
 
 
 def random_items(key, shape):

@@ -30,18 +30,9 @@ from pderl_jax.envs import BraxEnvironment
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.evolution import mutate_population
 from pderl_jax.training import Trainer
+from timing import best_time  # benchmarks/timing.py (scripts run from this folder's path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def best_time(fn, *args, repeats=2):
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

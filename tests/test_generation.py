@@ -4,18 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import struct
+from toy_envs import CounterState
 
 from pderl_jax.config import load_config
 from pderl_jax.envs import rollout
 from pderl_jax.training import Trainer
-
-
-@struct.dataclass
-class CounterState:
-    obs: jax.Array
-    t: jax.Array
-    lifetime: jax.Array
 
 
 class CounterEnv:

@@ -4,17 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import struct
+from toy_envs import CounterState
 
 from pderl_jax.config import ConfigError
 from pderl_jax.envs import BraxEnvironment, episode_major, rollout
-
-
-@struct.dataclass
-class CounterState:
-    obs: jax.Array
-    t: jax.Array
-    lifetime: jax.Array
 
 
 class CounterEnv:
