@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-
 from pathlib import Path
 
 from pderl_jax.config import MODES, TASKS, ConfigError, load_config
@@ -26,9 +26,6 @@ def enable_compilation_cache() -> None:
 
     Set PDERL_JAX_CACHE_DIR to choose the folder, or to an empty string to disable the cache.
     """
-    import os
-    from pathlib import Path
-
     import jax
 
     folder = os.environ.get("PDERL_JAX_CACHE_DIR", str(Path.home() / ".cache" / "pderl_jax" / "xla"))
@@ -78,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     try:
         overrides = parse_overrides(args.set)
-        if args.command == "train":
+        if args.command in ("train", "demo"):
             overrides = {"mode": args.mode, "learner.algorithm": args.learner, "seed": args.seed, **overrides}
+        if args.command == "train":
             if args.frames is not None:
                 overrides["frames"] = args.frames
             config = load_config(args.env, overrides)
@@ -94,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"({args.physics}), {config.frames} frames, seed {config.seed} -> {out}")
             train(config, env, out, args.generations_per_call, progress=not args.no_progress)
         elif args.command == "demo":
-            overrides = {"mode": args.mode, "learner.algorithm": args.learner, "seed": args.seed, **overrides}
             config = load_config(args.env, overrides)
             if args.generations < 1:
                 raise ConfigError("--generations must be at least 1")
