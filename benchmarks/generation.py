@@ -7,6 +7,10 @@ state reached after warm-up): population rollouts, test episodes, RL exploration
 updates (one per frame of the timed generation), crossovers and mutations; "other" is the
 rest of the generation's time (buffer writes, selection, sync, host overhead).
 
+Memory: host peak RSS while compiling, host RSS once compiled (after returning the
+compiler's freed pages to the OS) and at the end of the timed generations, and XLA's own
+account of the generation program (arguments + temporaries: what a GPU would hold).
+
     python benchmarks/generation.py [--env halfcheetah] [--pop-size 10] [--generations 3]
 
 Prints a table and writes benchmarks/results/generation_<env>_pop<k>.json.
@@ -18,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 
@@ -27,6 +30,7 @@ import jax.numpy as jnp
 
 from pderl_jax.config import load_config
 from pderl_jax.envs import BraxEnvironment
+from pderl_jax.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.evolution import mutate_population
 from pderl_jax.training import Trainer
@@ -38,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="halfcheetah")
-    parser.add_argument("--physics", default="spring")
+    parser.add_argument("--physics", default="auto")
     parser.add_argument("--mode", default="pderl")
     parser.add_argument("--pop-size", type=int, default=10)
     parser.add_argument("--generations", type=int, default=3)
@@ -48,11 +52,17 @@ def main() -> None:
     config = load_config(args.env, {"mode": args.mode, "evolution.pop_size": args.pop_size})
     env = BraxEnvironment(args.env, backend=args.physics)
     trainer = Trainer(config, env)
-    state = trainer.init(jax.random.key(0))
+    state = jax.jit(trainer.init)(jax.random.key(0))
+    jax.block_until_ready(state)
 
     start = time.perf_counter()
-    generation = jax.jit(trainer.generation).lower(state).compile()
+    generation = jax.jit(trainer.generation, donate_argnums=0).lower(state).compile()
     compile_s = time.perf_counter() - start
+    compile_peak = peak_rss_mib()
+    release_freed_memory()
+    compiled_rss = current_rss_mib()
+    analysis = generation.memory_analysis()
+    program_mib = (analysis.argument_size_in_bytes + analysis.temp_size_in_bytes) / 2**20 if analysis else None
 
     state, _ = generation(state)  # warm-up: fills the replay buffer past learning_starts
     jax.block_until_ready(state)
@@ -62,6 +72,7 @@ def main() -> None:
         frames += int(metrics.generation_frames)  # forces completion of the generation
     wall = time.perf_counter() - start
     per_generation = wall / args.generations
+    running_rss = current_rss_mib()
     frames_per_generation = frames / args.generations
 
     # The split: each stage alone, on the state after warm-up.
@@ -94,7 +105,8 @@ def main() -> None:
         "host": platform.processor() or platform.machine(), "jax": jax.__version__,
         "compile_s": compile_s, "seconds_per_generation": per_generation,
         "frames_per_generation": frames_per_generation, "frames_per_s": frames / wall,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory_mib": {"compile_peak_rss": compile_peak, "rss_after_compile": compiled_rss,
+                       "rss_while_training": running_rss, "xla_arguments_plus_temporaries": program_mib},
         "split_s": split,
     }
     out = args.out or RESULTS / f"generation_{args.env}_pop{args.pop_size}.json"
@@ -104,7 +116,9 @@ def main() -> None:
     print(f"{args.mode} on brax {args.env} ({args.physics}), population {args.pop_size}, "
           f"{results['device']} ({results['cpu_count']} CPUs), jax {results['jax']}")
     print(f"frames/s {results['frames_per_s']:.1f} | s/generation {per_generation:.2f} "
-          f"({frames_per_generation:.0f} frames) | compile {compile_s:.1f} s | peak RSS {results['peak_rss_mib']:.0f} MiB")
+          f"({frames_per_generation:.0f} frames) | compile {compile_s:.1f} s")
+    print(f"memory: host RSS peak while compiling {compile_peak:.0f} MiB, after compiling {compiled_rss:.0f} MiB, "
+          f"while training {running_rss:.0f} MiB; XLA program (arguments + temporaries) {program_mib:.0f} MiB")
     print(f"| {'stage':<34} | {'seconds':>8} | {'share':>6} |")
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 8}|")
     for name, seconds in split.items():

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pderl_jax.config import MODES, TASKS, ConfigError, load_config
+from pderl_jax.config import EVOLUTIONARY_MODES, LEARNER_MODES, MODES, TASKS, ConfigError, load_config
 from pderl_jax.envs.brax_env import BACKENDS
 
 
@@ -34,6 +34,50 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def run_analyze(args) -> int:
+    """`pderl-jax analyze RUN`: the operator study on the population a run saved."""
+    import json
+
+    import jax
+
+    from pderl_jax.analysis import analyze, format_summary
+    from pderl_jax.config import from_dict, validate
+    from pderl_jax.envs import make_environment
+    from pderl_jax.training import Trainer
+    from pderl_jax.training.snapshot import load_snapshot
+
+    if args.draws < 1 or args.episodes < 1:
+        raise ConfigError("--draws and --episodes must be at least 1")
+    try:
+        sigmas = [float(s) for s in args.sigmas.split(",")]
+    except ValueError:
+        raise ConfigError(f"--sigmas {args.sigmas!r} must be comma-separated numbers, e.g. 0.01,0.1,1") from None
+    config_path = args.run / "config.json"
+    if not config_path.exists():
+        raise ConfigError(f"{config_path} not found: pass a folder written by pderl-jax train")
+    raw = json.loads(config_path.read_text())
+    environment = raw.pop("environment")
+    config = from_dict(raw)
+    validate(config)
+    if not config.has_population:
+        raise ConfigError(f"{args.run} is a {config.mode} run without a population; analyze an evolutionary run")
+    gymnasium = environment["backend"] == "gymnasium"
+    env = make_environment(config.task, "gymnasium" if gymnasium else "brax",
+                           physics="auto" if gymnasium else environment["backend"],
+                           episode_length=environment["episode_length"])
+    trainer = Trainer(config, env)
+    snapshot = load_snapshot(trainer, args.run)
+    out = args.out or args.run / "analysis"
+    print(f"pderl-jax analyze: {config.mode} population of {args.run} (generation {int(snapshot['generation'])}, "
+          f"{int(snapshot['frames'])} frames) on {env.description}; {args.draws} draws x {args.episodes} episodes")
+    summary = analyze(trainer, jax.random.key(args.seed), snapshot["population"], snapshot["memories"],
+                      snapshot["critic"], out, draws=args.draws, episodes=args.episodes, sigmas=sigmas,
+                      metrics_csv=args.run / "metrics.csv")
+    print(format_summary(summary))
+    print(f"figures and analysis.json in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pderl-jax", description="PDERL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,20 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the core components for a few generations on a synthetic task")
     demo.add_argument("--env", default="hopper", choices=TASKS,
                       help="task whose config (Table 4) is used; hopper (default) syncs the RL actor every generation")
-    demo.add_argument("--mode", default="pderl", choices=list(MODES), help="algorithm variant")
-    demo.add_argument("--learner", default="ddpg", choices=["ddpg", "td3"], help="off-policy learner")
+    demo.add_argument("--mode", default="pderl", choices=list(EVOLUTIONARY_MODES), help="algorithm variant")
+    demo.add_argument("--learner", default=None, choices=["ddpg", "td3"], help="off-policy learner (default ddpg)")
     demo.add_argument("--generations", type=int, default=5, help="generations to run (default 5)")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                       help="override any config value, e.g. evolution.pop_size=20")
 
     train = sub.add_parser("train", help="train on a brax task until the frame budget is used")
-    train.add_argument("--env", default="halfcheetah", choices=TASKS, help="task (its Table 4 config is loaded)")
-    train.add_argument("--mode", default="pderl", choices=list(MODES), help="algorithm variant (default pderl)")
-    train.add_argument("--learner", default="ddpg", choices=["ddpg", "td3"], help="off-policy learner (default ddpg)")
-    train.add_argument("--backend", default="brax", choices=["brax"], help="environment implementation")
-    train.add_argument("--physics", default="spring", choices=list(BACKENDS),
-                       help="brax physics pipeline (default spring, the fastest on CPU; mjx is closest to MuJoCo)")
+    train.add_argument("--env", default="halfcheetah", metavar="TASK",
+                       help=f"task: {', '.join(TASKS)} or a Gymnasium id such as HalfCheetah-v5 "
+                            "(its Table 4 config is loaded; default halfcheetah)")
+    train.add_argument("--mode", default="pderl", choices=list(MODES),
+                       help="algorithm (default pderl); ddpg and td3 train the learner alone, without a population")
+    train.add_argument("--learner", default=None, choices=["ddpg", "td3"],
+                       help="off-policy learner beside the population (default ddpg, as the official code; "
+                            "in the ddpg/td3 modes, the mode's own)")
+    train.add_argument("--backend", default=None, choices=["brax", "gymnasium"],
+                       help="brax (JAX physics, default for task names) or gymnasium (native MuJoCo v5 tasks "
+                            "stepped on the host, default for Gymnasium ids)")
+    train.add_argument("--physics", default="auto", choices=["auto", *BACKENDS],
+                       help="brax physics pipeline (default auto: spring, the fastest on CPU, where the task "
+                            "supports it, else generalized; mjx is closest to MuJoCo)")
     train.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--frames", type=int, default=None, help="stored-frame budget (default: the task's, e.g. 6M)")
@@ -62,8 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--generations-per-call", type=int, default=1,
                        help="generations per compiled call (more: less host overhead, coarser logging)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--analyze-every", type=int, default=0, metavar="N",
+                       help="run the operator study (pderl-jax analyze) every N generations into OUT/analysis; "
+                            "extra episodes are not counted as frames (default 0: never)")
     train.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
+
+    analyze = sub.add_parser("analyze", help="operator diagnostics of a run's saved population (paper Figs 1-9, 11)")
+    analyze.add_argument("run", type=Path, help="a results folder written by pderl-jax train")
+    analyze.add_argument("--draws", type=int, default=10, help="parent pairs / parents drawn per operator (default 10)")
+    analyze.add_argument("--episodes", type=int, default=3, help="test episodes per policy (default 3)")
+    analyze.add_argument("--sigmas", default="0.01,0.03,0.1,0.3,1.0",
+                         help="mutation magnitudes for the KL-vs-magnitude sweep (comma separated)")
+    analyze.add_argument("--seed", type=int, default=0, help="random seed of the study")
+    analyze.add_argument("--out", type=Path, default=None, help="output folder (default RUN/analysis)")
 
     memory = sub.add_parser("memory", help="print the memory estimate of a task's configuration")
     memory.add_argument("--env", default="halfcheetah", choices=TASKS)
@@ -74,23 +138,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     enable_compilation_cache()
     try:
-        overrides = parse_overrides(args.set)
+        overrides = parse_overrides(getattr(args, "set", []))
         if args.command in ("train", "demo"):
-            overrides = {"mode": args.mode, "learner.algorithm": args.learner, "seed": args.seed, **overrides}
+            learner = args.learner or (args.mode if args.mode in LEARNER_MODES else "ddpg")
+            overrides = {"mode": args.mode, "learner.algorithm": learner, "seed": args.seed, **overrides}
         if args.command == "train":
             if args.frames is not None:
                 overrides["frames"] = args.frames
-            config = load_config(args.env, overrides)
+            from pderl_jax.envs import make_environment, resolve_task
+
+            task = resolve_task(args.env)
+            backend = args.backend or ("brax" if args.env in TASKS else "gymnasium")
+            config = load_config(task, overrides)
             if args.generations_per_call < 1:
                 raise ConfigError("--generations-per-call must be at least 1")
-            from pderl_jax.envs import BraxEnvironment
             from pderl_jax.training.loop import train
 
-            env = BraxEnvironment(args.env, backend=args.physics, episode_length=args.episode_length)
+            env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
             out = args.out or Path("results") / f"{args.env}-{args.mode}-seed{args.seed}"
-            print(f"pderl-jax train: {config.mode} with {config.learner.algorithm} on brax {args.env} "
-                  f"({args.physics}), {config.frames} frames, seed {config.seed} -> {out}")
-            train(config, env, out, args.generations_per_call, progress=not args.no_progress)
+            print(f"pderl-jax train: {config.mode} with {config.learner.algorithm} on {env.description}, "
+                  f"{config.frames} frames, seed {config.seed} -> {out}")
+            if args.analyze_every < 0:
+                raise ConfigError("--analyze-every must be 0 (never) or a positive number of generations")
+            train(config, env, out, args.generations_per_call, progress=not args.no_progress,
+                  analyze_every=args.analyze_every)
+        elif args.command == "analyze":
+            return run_analyze(args)
         elif args.command == "demo":
             config = load_config(args.env, overrides)
             if args.generations < 1:

@@ -20,13 +20,16 @@ from flax import struct
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TASKS = ("swimmer", "halfcheetah", "hopper", "walker2d", "ant")
-MODES = {
+EVOLUTIONARY_MODES = {
     # mode: (crossover, mutation)
     "pderl": ("distillation", "proximal"),
     "perl": ("npoint", "proximal"),
     "derl": ("distillation", "gaussian"),
     "erl": ("npoint", "gaussian"),
 }
+# The off-policy learner alone, without a population (the paper's DDPG/TD3 baselines).
+LEARNER_MODES = ("ddpg", "td3")
+MODES = (*EVOLUTIONARY_MODES, *LEARNER_MODES)
 
 
 class ConfigError(ValueError):
@@ -124,7 +127,7 @@ class Config:
     """One experiment."""
 
     task: str = static("halfcheetah")
-    mode: str = static("pderl")  # "pderl" | "perl" | "derl" | "erl"
+    mode: str = static("pderl")  # "pderl" | "perl" | "derl" | "erl" | "ddpg" | "td3"
     seed: int = static(7)  # official default seed
     frames: int = static(6_000_000)
     network: NetworkConfig = struct.field(default_factory=NetworkConfig)
@@ -132,14 +135,19 @@ class Config:
     evolution: EvolutionConfig = struct.field(default_factory=EvolutionConfig)
 
     @property
+    def has_population(self) -> bool:
+        """False for the learner-only modes (ddpg, td3)."""
+        return self.mode in EVOLUTIONARY_MODES
+
+    @property
     def crossover(self) -> str:
-        """"distillation" (PDERL, DERL) or "npoint" (ERL, PERL)."""
-        return MODES[self.mode][0]
+        """"distillation" (PDERL, DERL), "npoint" (ERL, PERL) or "none" (learner only)."""
+        return EVOLUTIONARY_MODES[self.mode][0] if self.has_population else "none"
 
     @property
     def mutation(self) -> str:
-        """"proximal" (PDERL, PERL) or "gaussian" (ERL, DERL)."""
-        return MODES[self.mode][1]
+        """"proximal" (PDERL, PERL), "gaussian" (ERL, DERL) or "none" (learner only)."""
+        return EVOLUTIONARY_MODES[self.mode][1] if self.has_population else "none"
 
 
 SECTIONS = {"network": NetworkConfig, "learner": LearnerConfig, "evolution": EvolutionConfig}
@@ -217,6 +225,12 @@ def validate(config: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{dotted} = {value!r} is not allowed; choose one of {', '.join(allowed)}")
     evo, learner, net = config.evolution, config.learner, config.network
+    if config.mode in LEARNER_MODES and learner.algorithm != config.mode:
+        raise ConfigError(
+            f"mode {config.mode!r} trains the {config.mode} learner alone, but learner.algorithm = "
+            f"{learner.algorithm!r}; set learner.algorithm={config.mode} (--learner {config.mode}) or pick "
+            f"an evolutionary mode ({', '.join(EVOLUTIONARY_MODES)})"
+        )
     _positive(config, "frames", "evolution.pop_size", "evolution.num_evals", "evolution.sync_period",
               "evolution.tournament_size", "evolution.genetic_memory_capacity",
               "evolution.distill_batch_size", "evolution.distill_epochs",

@@ -27,10 +27,12 @@ def memory_estimate(config: Config, obs_dim: int, action_dim: int) -> dict[str, 
     critics = 2 if learner.algorithm == "td3" else 1
     critic = 4 * critics * _critic_params(obs_dim, action_dim, net.critic_input_width, net.critic_hidden_width,
                                           net.use_layer_norm)
+    members = evo.pop_size if config.has_population else 0
     return {
         "replay_buffer": learner.replay_capacity * item,
-        "genetic_memories": (evo.pop_size + 1) * evo.genetic_memory_capacity * item,  # members + RL actor
-        "population": evo.pop_size * actor,
+        # members + the RL actor's own memory
+        "genetic_memories": (members + 1) * evo.genetic_memory_capacity * item if members else 0,
+        "population": members * actor,
         "learner": 4 * (actor + critic),  # online, target, Adam m and v
     }
 

@@ -45,7 +45,7 @@ def leaves_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("mode", ["pderl", "erl"])
+@pytest.mark.parametrize("mode", ["pderl", "perl", "derl", "erl"])
 def test_generations_count_frames_keep_elites_and_sync_the_rl_actor(mode):
     seed = int(np.random.default_rng().integers(2**31))
     trainer, generation = make(mode)
@@ -79,6 +79,37 @@ def test_generations_count_frames_keep_elites_and_sync_the_rl_actor(mode):
     assert int(state.learner.num_updates) > 0 and np.isfinite(float(metrics.critic_loss)), msg
     # the sync after generation 2 was classified at generation 3's selection
     assert float(state.selection.total) == 1.0, msg
+
+
+@pytest.mark.parametrize("mode", ["ddpg", "td3"])
+def test_learner_only_modes_explore_update_once_per_frame_and_test(mode):
+    seed = int(np.random.default_rng().integers(2**31))
+    trainer, generation = make(mode, **{"learner.algorithm": mode})
+    state = trainer.init(jax.random.key(seed))
+    assert state.population is None and state.memories is None
+    msg = f"seed={seed} mode={mode}"
+    total, updates = 0, 0
+    for _ in range(8):
+        stored_before = int(state.replay.size)
+        state, metrics = generation(state)
+        frames = int(metrics.generation_frames)
+        assert 2 <= frames <= 10, msg  # one exploration episode of the toy task
+        total += frames
+        assert int(state.frames) == total == int(state.replay.size), msg
+        if stored_before + frames > 32:  # learning starts above learning_starts, then 1 update per frame
+            updates += frames
+        assert int(state.learner.num_updates) == updates, msg
+        assert np.asarray(metrics.fitness).shape == (0,), msg
+        assert float(metrics.champion_test) == float(metrics.rl_test), msg
+        assert not bool(metrics.synced) and np.isnan(float(metrics.elite_rate)), msg
+    assert updates > 0 and np.isfinite(float(metrics.critic_loss)), msg
+
+
+def test_learner_mode_needs_its_own_learner():
+    from pderl_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="set learner.algorithm=td3"):
+        load_config("hopper", {"mode": "td3"})
 
 
 def test_fitness_is_the_mean_return_over_trials():

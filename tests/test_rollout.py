@@ -94,9 +94,22 @@ def test_brax_task_rolls_out_with_masks():
 
 @pytest.mark.parametrize("task,backend,length,fragment", [
     ("pong", "spring", 1000, "unknown task 'pong'"),
-    ("hopper", "bullet", 1000, "unknown brax backend 'bullet'"),
+    ("hopper", "bullet", 1000, "unknown brax physics 'bullet'"),
+    ("swimmer", "spring", 1000, "does not support the 'spring' physics; choose auto or one of generalized"),
     ("hopper", "spring", 0, "episode length must be positive"),
 ])
 def test_bad_environment_settings_are_rejected(task, backend, length, fragment):
     with pytest.raises(ConfigError, match=fragment):
         BraxEnvironment(task, backend=backend, episode_length=length)
+
+
+@pytest.mark.parametrize("task,expected", [("swimmer", "generalized"), ("halfcheetah", "spring"), ("ant", "spring")])
+def test_auto_physics_picks_a_pipeline_the_task_supports(task, expected):
+    env = BraxEnvironment(task)
+    assert env.backend == expected
+    assert env.obs_dim == {"swimmer": 8, "halfcheetah": 17, "ant": 27}[task]
+    if task == "swimmer":  # brax's fluid model (viscosity) runs under current JAX
+        env.episode_length = 5
+        policy = lambda carry, obs, key: (jax.random.uniform(key, (obs.shape[0], 2), minval=-1, maxval=1), carry)
+        result, _ = jax.jit(lambda k: rollout(env, k, 2, policy, None))(jax.random.key(0))
+        assert int(result.frames) == 10 and np.isfinite(np.asarray(result.episode_return)).all()

@@ -56,3 +56,34 @@ def test_same_seed_gives_the_same_csv(tmp_path):
         with open(out / "metrics.csv") as f:
             tables.append([{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)])
     assert tables[0] == tables[1] and len(tables[0]) >= 1
+
+
+def test_learner_only_mode_writes_rows_without_population_columns(tmp_path):
+    out = tmp_path / "td3"
+    assert main(["train", "--env", "hopper", "--mode", "td3", "--physics", "positional", "--frames", "100",
+                 "--episode-length", "20", "--seed", "1", "--out", str(out), "--no-progress", "--set", *TINY]) == 0
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(math.isnan(float(r["pop_mean"])) and math.isnan(float(r["elite_rate"])) for r in rows)
+    assert all(r["champion_test"] == r["rl_test"] for r in rows)
+    steps = [b - a for a, b in zip([0] + [int(r["frames"]) for r in rows], [int(r["frames"]) for r in rows])]
+    assert all(1 <= s <= 20 for s in steps), steps  # one exploration episode per row
+    config = json.loads((out / "config.json").read_text())
+    assert config["mode"] == "td3" and config["learner"]["algorithm"] == "td3"
+
+
+def test_mode_and_learner_must_agree(tmp_path, capsys):
+    assert main(["train", "--env", "hopper", "--mode", "ddpg", "--learner", "td3", "--out", str(tmp_path)]) == 2
+    assert "set learner.algorithm=ddpg" in capsys.readouterr().err
+
+
+def test_train_on_native_mujoco(tmp_path):
+    out = tmp_path / "gym"
+    assert main(["train", "--env", "Hopper-v5", "--frames", "300", "--episode-length", "20", "--seed", "2",
+                 "--out", str(out), "--no-progress", "--set", *TINY]) == 0
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and int(rows[-1]["frames"]) > 300
+    assert all(math.isfinite(float(r["champion_test"])) for r in rows)
+    config = json.loads((out / "config.json").read_text())
+    assert config["environment"]["backend"] == "gymnasium" and config["task"] == "hopper"

@@ -9,6 +9,14 @@ from flax import struct
 from pderl_jax.config import ConfigError, TASKS
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
+# Physics pipelines each brax task accepts; "auto" picks the first (the fastest on CPU).
+SUPPORTED_BACKENDS = {
+    "swimmer": ("generalized",),
+    "halfcheetah": ("spring", "positional", "generalized", "mjx"),
+    "hopper": ("spring", "positional", "generalized", "mjx"),
+    "walker2d": ("spring", "positional", "generalized", "mjx"),
+    "ant": ("spring", "positional", "generalized", "mjx"),
+}
 
 
 @struct.dataclass
@@ -17,24 +25,51 @@ class BraxState:
     obs: jax.Array
 
 
+def _patch_brax_fluid() -> None:
+    """brax 0.14 calls `jnp.clip(x, a_min=...)` in its fluid model (Swimmer's viscosity), keywords
+    current JAX no longer accepts; give that one module a `clip` that does."""
+    import types
+
+    from brax import fluid
+
+    if getattr(fluid.jp, "_pderl_compat", False):
+        return
+
+    def clip(x, min=None, max=None, *, a_min=None, a_max=None):
+        return jnp.clip(x, a_min if min is None else min, a_max if max is None else max)
+
+    compat = types.SimpleNamespace(**{name: getattr(jnp, name) for name in dir(jnp) if not name.startswith("__")})
+    compat.clip, compat._pderl_compat = clip, True
+    fluid.jp = compat
+
+
 class BraxEnvironment:
     """A brax task without brax's wrappers: the time limit and masks live in `rollout`."""
 
-    def __init__(self, task: str, backend: str = "spring", episode_length: int = 1000):
+    def __init__(self, task: str, backend: str = "auto", episode_length: int = 1000):
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        if backend == "auto":
+            backend = SUPPORTED_BACKENDS[task][0]
         if backend not in BACKENDS:
-            raise ConfigError(f"unknown brax backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown brax physics {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+        if backend not in SUPPORTED_BACKENDS[task]:
+            raise ConfigError(f"brax {task} does not support the {backend!r} physics; choose auto or one of "
+                              f"{', '.join(SUPPORTED_BACKENDS[task])}")
         if episode_length <= 0:
             raise ConfigError(f"episode length must be positive, got {episode_length}")
         from brax import envs
 
+        _patch_brax_fluid()
         self.task = task
         self.backend = backend
         self.episode_length = episode_length
         self._env = envs.get_environment(task, backend=backend)
-        self.obs_dim = int(self._env.observation_size)
+        # brax's `observation_size` runs reset eagerly (hundreds of tiny compilations, ~250 MB);
+        # tracing it abstractly costs nothing.
+        self.obs_dim = int(jax.eval_shape(self._env.reset, jax.random.key(0)).obs.shape[-1])
         self.action_dim = int(self._env.action_size)
+        self.description = f"brax {task} ({backend} physics)"
 
     def reset(self, key: jax.Array) -> BraxState:
         state = self._env.reset(key)

@@ -2,9 +2,12 @@
 
 An environment here is anything with `obs_dim`, `action_dim`, `episode_length` and two pure
 functions, `reset(key) -> state` and `step(state, action) -> (state, obs, reward, terminated)`,
-where `state.obs` is the current observation. Each of the N parallel episodes runs until it
-terminates or reaches `episode_length` steps; after that its steps are masked out, so they
-add neither reward nor frames nor stored transitions.
+where `state.obs` is the current observation. Such an environment describes one episode and
+is vmapped here; an environment with `batched = True` (a host simulator stepped through a
+callback) instead takes `reset(keys[N])` and `step(state, actions[N])` for all N episodes at once.
+Each of the N parallel episodes runs until it terminates or reaches `episode_length` steps;
+after that its steps are masked out, so they add neither reward nor frames nor stored
+transitions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ class Environment(Protocol):
     def step(self, state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array, jax.Array]: ...
 
 
+def batched_functions(env: Environment):
+    """`reset(keys[N])` and `step(state, actions[N])` over N episodes at once."""
+    if getattr(env, "batched", False):
+        return env.reset, env.step
+    return jax.vmap(env.reset), jax.vmap(env.step)
+
+
 @struct.dataclass
 class Rollout:
     """N episodes: transitions in time-major order with a validity mask, and per-episode totals."""
@@ -46,14 +56,19 @@ class Rollout:
         return jnp.sum(self.episode_length)
 
 
-def rollout(env: Environment, key: jax.Array, num_episodes: int, policy: Policy, carry: Any) -> tuple[Rollout, Any]:
+def rollout(env: Environment, key: jax.Array, num_episodes: int, policy: Policy, carry: Any,
+            reset_keys: jax.Array | None = None) -> tuple[Rollout, Any]:
     """Run `num_episodes` episodes in lockstep; returns the rollout and the final policy carry.
+
+    `reset_keys` [num_episodes] fixes each episode's initial state (common random numbers when
+    several policies are compared); by default they are drawn from `key`.
 
     `done` in the stored transitions is the official flag (termination or time limit);
     `truncated` marks episodes cut by the time limit without terminating.
     """
     reset_key, step_key = jax.random.split(key)
-    state = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+    reset, step_all = batched_functions(env)
+    state = reset(jax.random.split(reset_key, num_episodes) if reset_keys is None else reset_keys)
     horizon = env.episode_length
 
     def body(scan_carry, inputs):
@@ -61,7 +76,7 @@ def rollout(env: Environment, key: jax.Array, num_episodes: int, policy: Policy,
         t, key = inputs
         obs = state.obs
         action, policy_carry = policy(policy_carry, obs, key)
-        state, next_obs, reward, terminated = jax.vmap(env.step)(state, action)
+        state, next_obs, reward, terminated = step_all(state, action)
         terminated = terminated.astype(bool)
         time_limit = t == horizon - 1
         done = terminated | time_limit

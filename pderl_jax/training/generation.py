@@ -8,7 +8,8 @@
     rl_test      = test(RL actor)                  # 5 episodes, free
     every omega generations: copy the RL actor into the worst slot
 
-Modes erl/perl/derl swap the operators inside `evolve`; everything else is shared.
+Modes erl/perl/derl swap the operators inside `evolve`; everything else is shared. The
+learner-only modes (ddpg, td3) run `learner_generation`: exploration episode, updates, RL test.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ TEST_EPISODES = 5  # official champion and RL test episodes per generation
 
 @struct.dataclass
 class TrainState:
-    population: dict  # stacked actor params [k, ...]
-    memories: RingBuffer  # genetic memories [k, kappa, ...]
-    rl_memory: RingBuffer  # the RL actor's genetic memory [kappa, ...]
+    population: dict | None  # stacked actor params [k, ...]; None in the learner-only modes
+    memories: RingBuffer | None  # genetic memories [k, kappa, ...]
+    rl_memory: RingBuffer | None  # the RL actor's genetic memory [kappa, ...]
     replay: RingBuffer  # shared replay buffer
     learner: LearnerState
     selection: SelectionStats
@@ -47,8 +48,8 @@ class TrainState:
 class GenerationMetrics:
     frames: jax.Array  # total after this generation
     generation_frames: jax.Array
-    fitness: jax.Array  # [k] mean return over the xi trials
-    champion_test: jax.Array
+    fitness: jax.Array  # [k] mean return over the xi trials ([0] without a population)
+    champion_test: jax.Array  # the best member's test return (the RL actor's without a population)
     rl_test: jax.Array
     critic_loss: jax.Array
     actor_loss: jax.Array
@@ -73,10 +74,12 @@ class Trainer:
     def init(self, key: jax.Array) -> TrainState:
         evo, env = self.config.evolution, self.env
         key, pop_key, learner_key = jax.random.split(key, 3)
+        evolutionary = self.config.has_population
         return TrainState(
-            population=init_population(pop_key, self.actor, env.obs_dim, evo.pop_size),
-            memories=memories_init(evo.pop_size, evo.genetic_memory_capacity, env.obs_dim, env.action_dim),
-            rl_memory=ring_init(evo.genetic_memory_capacity, env.obs_dim, env.action_dim),
+            population=init_population(pop_key, self.actor, env.obs_dim, evo.pop_size) if evolutionary else None,
+            memories=(memories_init(evo.pop_size, evo.genetic_memory_capacity, env.obs_dim, env.action_dim)
+                      if evolutionary else None),
+            rl_memory=ring_init(evo.genetic_memory_capacity, env.obs_dim, env.action_dim) if evolutionary else None,
             replay=ring_init(self.config.learner.replay_capacity, env.obs_dim, env.action_dim),
             learner=self.learner.init(learner_key),
             selection=SelectionStats.zeros(),
@@ -117,6 +120,8 @@ class Trainer:
 
     def generation(self, state: TrainState) -> tuple[TrainState, GenerationMetrics]:
         """One generation (see the module docstring); pure and jit-able."""
+        if not self.config.has_population:
+            return self.learner_generation(state)
         config, evo = self.config, self.config.evolution
         key, eval_key, champion_key, evolve_key, explore_key, train_key, test_key = jax.random.split(state.key, 7)
         chex.assert_tree_shape_prefix(state.population, (evo.pop_size,))
@@ -159,6 +164,25 @@ class Trainer:
             frames=new_state.frames, generation_frames=generation_frames, fitness=fitness,
             champion_test=champion_test, rl_test=rl_test, critic_loss=losses.critic_loss,
             actor_loss=losses.actor_loss, synced=sync, **rates,
+        )
+        return new_state, metrics
+
+
+    def learner_generation(self, state: TrainState) -> tuple[TrainState, GenerationMetrics]:
+        """DDPG or TD3 alone: one exploration episode, one update per stored frame, a test."""
+        key, explore_key, train_key, test_key = jax.random.split(state.key, 4)
+        items, valid, frames, learner_state = self.explore(explore_key, state.learner)
+        replay = ring_add(state.replay, items, valid)
+        num_updates = (frames * self.config.learner.updates_per_frame).astype(jnp.int32)
+        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates)
+        rl_test = self.test_actor(test_key, learner_state.actor)
+        new_state = state.replace(replay=replay, learner=learner_state, generation=state.generation + 1,
+                                  frames=state.frames + frames, key=key)
+        nan = jnp.float32(jnp.nan)
+        metrics = GenerationMetrics(
+            frames=new_state.frames, generation_frames=frames, fitness=jnp.zeros((0,), jnp.float32),
+            champion_test=rl_test, rl_test=rl_test, critic_loss=losses.critic_loss, actor_loss=losses.actor_loss,
+            synced=jnp.bool_(False), elite_rate=nan, selected_rate=nan, discarded_rate=nan,
         )
         return new_state, metrics
 
