@@ -12,8 +12,11 @@ compiler's freed pages to the OS) and at the end of the timed generations, and X
 account of the generation program (arguments + temporaries: what a GPU would hold).
 
     python benchmarks/generation.py [--env halfcheetah] [--pop-size 10] [--generations 3]
+                                    [--backends brax,gymnasium]
 
-Prints a table and writes benchmarks/results/generation_<env>_pop<k>.json.
+Each backend runs in its own process (so that its memory figures are its own); brax uses its
+JAX physics, gymnasium the native MuJoCo v5 task stepped on the host. Prints a table per
+backend and a comparison, and writes benchmarks/results/generation_<env>_pop<k>.json.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from pderl_jax.config import load_config
-from pderl_jax.envs import BraxEnvironment
+from pderl_jax.envs import make_environment
 from pderl_jax.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.evolution import mutate_population
@@ -46,11 +52,51 @@ def main() -> None:
     parser.add_argument("--mode", default="pderl")
     parser.add_argument("--pop-size", type=int, default=10)
     parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--backends", default="brax", help="comma-separated: brax, gymnasium")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    backends = args.backends.split(",")
+    out = args.out or RESULTS / f"generation_{args.env}_pop{args.pop_size}.json"
+    if len(backends) == 1:
+        results = {backends[0]: measure(args, backends[0])}
+    else:  # one process per backend
+        results = {}
+        for backend in backends:
+            with tempfile.TemporaryDirectory() as tmp:
+                part = Path(tmp) / "part.json"
+                argv = [a for a in sys.argv[1:]]
+                subprocess.run([sys.executable, __file__, *_without(argv, "--backends", "--out"),
+                                "--backends", backend, "--out", str(part)], check=True)
+                results[backend] = json.loads(part.read_text())[backend]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    if len(backends) > 1:
+        print(f"| backend | frames/s | s/generation | compile s |")
+        print("|---|---|---|---|")
+        for backend, r in results.items():
+            print(f"| {r['environment']} | {r['frames_per_s']:.1f} | {r['seconds_per_generation']:.2f} | "
+                  f"{r['compile_s']:.1f} |")
+    print(f"written: {out}")
 
+
+def _without(argv: list[str], *flags: str) -> list[str]:
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in flags:
+            skip = True
+            continue
+        if any(a.startswith(f + "=") for f in flags):
+            continue
+        kept.append(a)
+    return kept
+
+
+def measure(args, backend: str) -> dict:
     config = load_config(args.env, {"mode": args.mode, "evolution.pop_size": args.pop_size})
-    env = BraxEnvironment(args.env, backend=args.physics)
+    env = make_environment(args.env, backend, physics=args.physics if backend == "brax" else "auto")
     trainer = Trainer(config, env)
     state = jax.jit(trainer.init)(jax.random.key(0))
     jax.block_until_ready(state)
@@ -100,7 +146,7 @@ def main() -> None:
 
     device = jax.devices()[0]
     results = {
-        "env": args.env, "physics": args.physics, "mode": args.mode, "pop_size": args.pop_size,
+        "env": args.env, "environment": env.description, "mode": args.mode, "pop_size": args.pop_size,
         "device": f"{device.platform}: {device.device_kind}", "cpu_count": os.cpu_count(),
         "host": platform.processor() or platform.machine(), "jax": jax.__version__,
         "compile_s": compile_s, "seconds_per_generation": per_generation,
@@ -109,11 +155,7 @@ def main() -> None:
                        "rss_while_training": running_rss, "xla_arguments_plus_temporaries": program_mib},
         "split_s": split,
     }
-    out = args.out or RESULTS / f"generation_{args.env}_pop{args.pop_size}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-
-    print(f"{args.mode} on brax {args.env} ({args.physics}), population {args.pop_size}, "
+    print(f"{args.mode} on {env.description}, population {args.pop_size}, "
           f"{results['device']} ({results['cpu_count']} CPUs), jax {results['jax']}")
     print(f"frames/s {results['frames_per_s']:.1f} | s/generation {per_generation:.2f} "
           f"({frames_per_generation:.0f} frames) | compile {compile_s:.1f} s")
@@ -123,7 +165,7 @@ def main() -> None:
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 8}|")
     for name, seconds in split.items():
         print(f"| {name:<34} | {seconds:>8.2f} | {100 * seconds / per_generation:>5.1f}% |")
-    print(f"written: {out}")
+    return results
 
 
 if __name__ == "__main__":

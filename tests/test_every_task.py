@@ -13,7 +13,7 @@ from pderl_jax.cli import main
 from pderl_jax.config import MODES, TASKS
 
 SMALL = ["evolution.pop_size=4", "evolution.genetic_memory_capacity=256", "learner.replay_capacity=20000",
-         "learner.learning_starts=128", "evolution.sync_period=1", "network.actor_hidden=32,32",
+         "learner.learning_starts=128", "evolution.sync_period=1", "evolution.num_evals=1", "network.actor_hidden=32,32",
          "network.critic_input_width=32", "network.critic_hidden_width=32"]
 
 

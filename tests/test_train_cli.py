@@ -77,13 +77,34 @@ def test_mode_and_learner_must_agree(tmp_path, capsys):
     assert "set learner.algorithm=ddpg" in capsys.readouterr().err
 
 
-def test_train_on_native_mujoco(tmp_path):
-    out = tmp_path / "gym"
-    assert main(["train", "--env", "Hopper-v5", "--frames", "300", "--episode-length", "20", "--seed", "2",
-                 "--out", str(out), "--no-progress", "--set", *TINY]) == 0
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert rows and int(rows[-1]["frames"]) > 300
-    assert all(math.isfinite(float(r["champion_test"])) for r in rows)
-    config = json.loads((out / "config.json").read_text())
+def read_rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+
+def test_native_mujoco_run_analysis_during_and_after(tmp_path, capsys):
+    """Native MuJoCo training; the operator study every generation leaves the training untouched."""
+    args = ["train", "--env", "Hopper-v5", "--frames", "300", "--episode-length", "20", "--seed", "2",
+            "--no-progress", "--set", *TINY]
+    plain, studied = tmp_path / "plain", tmp_path / "studied"
+    assert main([*args, "--out", str(plain)]) == 0
+    assert main([*args, "--out", str(studied), "--analyze-every", "1"]) == 0
+    rows = read_rows(plain / "metrics.csv")
+    assert rows and int(rows[-1]["frames"]) > 300 and rows == read_rows(studied / "metrics.csv")
+    studies = sorted(p.name for p in (studied / "analysis").iterdir())
+    assert studies == [f"gen_{g:05d}" for g in range(1, len(rows) + 1)]
+    assert (studied / "analysis" / studies[-1] / "crossover_states.png").stat().st_size > 5000
+    config = json.loads((plain / "config.json").read_text())
     assert config["environment"]["backend"] == "gymnasium" and config["task"] == "hopper"
+    capsys.readouterr()
+    assert main(["analyze", str(plain), "--draws", "2", "--episodes", "1"]) == 0
+    assert "distillation crossover" in capsys.readouterr().out
+    summary = json.loads((plain / "analysis" / "analysis.json").read_text())
+    assert summary["draws"] == 2 and len(summary["crossover"]["distilled_fitness"]) == 2
+
+
+def test_analyze_rejects_bad_input(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path)]) == 2
+    assert "config.json not found" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path), "--draws", "0"]) == 2
+    assert "--draws and --episodes must be at least 1" in capsys.readouterr().err

@@ -12,6 +12,8 @@ from pathlib import Path
 import jax
 from flax import serialization
 
+from pderl_jax.config import ConfigError
+
 SNAPSHOT_NAME = "population.msgpack"
 
 
@@ -32,11 +34,11 @@ def load_snapshot(trainer, out_dir: Path) -> dict:
     """The snapshot in `out_dir`, restored into the shapes `trainer` expects."""
     path = Path(out_dir) / SNAPSHOT_NAME
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: train with an evolutionary mode first (the run writes it at the end)")
+        raise ConfigError(f"{path} not found: train with an evolutionary mode first (the run writes it at the end)")
     template = snapshot_of(jax.eval_shape(trainer.init, jax.random.key(0)))
     template = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), template)
     try:
         return serialization.from_bytes(template, path.read_bytes())
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} does not match this configuration ({error}); analyse it with the config.json "
+        raise ConfigError(f"{path} does not match this configuration ({error}); analyse it with the config.json "
                          "written beside it") from error
