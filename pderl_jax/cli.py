@@ -34,6 +34,26 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def run_sweep(args, overrides: dict) -> int:
+    """`pderl-jax sweep`: seeds x grid values in one compiled program."""
+    from pderl_jax.envs import BraxEnvironment
+    from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, train_sweep
+
+    if args.frames is not None:
+        overrides["frames"] = args.frames
+    base = load_config(args.env, overrides)
+    seeds, grid = parse_seeds(args.seeds), parse_grid(args.grid)
+    if args.generations_per_call < 1:
+        raise ConfigError("--generations-per-call must be at least 1")
+    runs = expand_runs(base, seeds, grid)
+    env = BraxEnvironment(args.env, backend=args.physics, episode_length=args.episode_length)
+    out = args.out or Path("results") / f"sweep-{args.env}-{args.mode}"
+    print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs "
+          f"({len(seeds)} seeds x {len(runs) // len(seeds)} settings), {base.frames} frames each -> {out}")
+    train_sweep(base, runs, env, out, args.generations_per_call, progress=not args.no_progress)
+    return 0
+
+
 def run_analyze(args) -> int:
     """`pderl-jax analyze RUN`: the operator study on the population a run saved."""
     import json
@@ -120,6 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
 
+    sweep = sub.add_parser("sweep", help="several seeds and float hyperparameters as one vmapped program (brax)")
+    sweep.add_argument("--env", default="halfcheetah", choices=TASKS, help="brax task (default halfcheetah)")
+    sweep.add_argument("--mode", default="pderl", choices=list(MODES), help="algorithm (default pderl)")
+    sweep.add_argument("--learner", default=None, choices=["ddpg", "td3"], help="off-policy learner (default ddpg)")
+    sweep.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help="brax physics (default auto)")
+    sweep.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
+    sweep.add_argument("--seeds", default="0..3", help="seeds: a range 0..7 or a list 0,3,9 (default 0..3)")
+    sweep.add_argument("--grid", nargs="*", default=[], metavar="SECTION.FIELD=V1,V2",
+                       help="float settings to vary, e.g. learner.actor_lr=1e-4,5e-5 evolution.mutation_sigma=0.05,0.1; "
+                            "every combination runs with every seed")
+    sweep.add_argument("--frames", type=int, default=None, help="stored-frame budget per run (default: the task's)")
+    sweep.add_argument("--out", type=Path, default=None, help="results folder (default results/sweep-ENV-MODE)")
+    sweep.add_argument("--generations-per-call", type=int, default=1, help="generations per compiled call")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override any config value for all runs")
+
     analyze = sub.add_parser("analyze", help="operator diagnostics of a run's saved population (paper Figs 1-9, 11)")
     analyze.add_argument("run", type=Path, help="a results folder written by pderl-jax train")
     analyze.add_argument("--draws", type=int, default=10, help="parent pairs / parents drawn per operator (default 10)")
@@ -139,9 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     try:
         overrides = parse_overrides(getattr(args, "set", []))
-        if args.command in ("train", "demo"):
+        if args.command in ("train", "demo", "sweep"):
             learner = args.learner or (args.mode if args.mode in LEARNER_MODES else "ddpg")
-            overrides = {"mode": args.mode, "learner.algorithm": learner, "seed": args.seed, **overrides}
+            overrides = {"mode": args.mode, "learner.algorithm": learner, **overrides}
+            if args.command != "sweep":
+                overrides["seed"] = args.seed
         if args.command == "train":
             if args.frames is not None:
                 overrides["frames"] = args.frames
@@ -162,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--analyze-every must be 0 (never) or a positive number of generations")
             train(config, env, out, args.generations_per_call, progress=not args.no_progress,
                   analyze_every=args.analyze_every)
+        elif args.command == "sweep":
+            return run_sweep(args, overrides)
         elif args.command == "analyze":
             return run_analyze(args)
         elif args.command == "demo":

@@ -4,28 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toy_envs import CounterState
+from toy_envs import CounterEnv
 
 from pderl_jax.config import load_config
 from pderl_jax.envs import rollout
 from pderl_jax.training import Trainer
-
-
-class CounterEnv:
-    """Obs (t/10, lifetime/10, noise); reward 1 + action[0]; terminates after `lifetime` steps."""
-
-    obs_dim, action_dim, episode_length = 3, 1, 10
-
-    def reset(self, key):
-        k1, k2 = jax.random.split(key)
-        lifetime = jax.random.randint(k1, (), 2, 14).astype(jnp.float32)
-        obs = jnp.stack([0.0, lifetime / 10, jax.random.normal(k2)])
-        return CounterState(obs=obs, t=jnp.float32(0), lifetime=lifetime)
-
-    def step(self, state, action):
-        t = state.t + 1
-        obs = jnp.stack([t / 10, state.lifetime / 10, state.obs[2]])
-        return CounterState(obs=obs, t=t, lifetime=state.lifetime), obs, 1.0 + action[0], t >= state.lifetime
 
 
 SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,

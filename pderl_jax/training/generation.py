@@ -106,23 +106,30 @@ class Trainer:
         episodes, _ = rollout(self.env, key, TEST_EPISODES, policy, params)
         return episodes.episode_return.mean()
 
-    def explore(self, key, learner_state: LearnerState):
+    def explore(self, key, learner_state: LearnerState, hparams: Config | None = None):
         """One episode of the RL actor with exploration noise (noise state carried, never reset)."""
+        learner_config = (hparams or self.config).learner
 
         def policy(noise_state, obs, step_key):
             acting = learner_state.replace(noise=noise_state)
-            action, acting = self.learner.explore(acting, obs[0], step_key)
+            action, acting = self.learner.explore(acting, obs[0], step_key, learner_config)
             return action[None], acting.noise
 
         episodes, noise = rollout(self.env, key, 1, policy, learner_state.noise)
         items, valid = episode_major(episodes, 1)
         return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state.replace(noise=noise)
 
-    def generation(self, state: TrainState) -> tuple[TrainState, GenerationMetrics]:
-        """One generation (see the module docstring); pure and jit-able."""
+    def generation(self, state: TrainState, hparams: Config | None = None) -> tuple[TrainState, GenerationMetrics]:
+        """One generation (see the module docstring); pure and jit-able.
+
+        `hparams` replaces the float settings (learning rates, tau, gamma, sigmas, ...) of the
+        trainer's config, possibly traced: vmapping over it sweeps hyperparameters in one program.
+        Its structural settings must equal the trainer's.
+        """
         if not self.config.has_population:
-            return self.learner_generation(state)
-        config, evo = self.config, self.config.evolution
+            return self.learner_generation(state, hparams)
+        config = self.config if hparams is None else hparams
+        evo = config.evolution
         key, eval_key, champion_key, evolve_key, explore_key, train_key, test_key = jax.random.split(state.key, 7)
         chex.assert_tree_shape_prefix(state.population, (evo.pop_size,))
 
@@ -138,13 +145,13 @@ class Trainer:
                                             q_fn, evo, config.crossover, config.mutation, state.rl_slot)
         selection = state.selection.update(info.plan.rl_outcome)
 
-        rl_items, rl_valid, rl_frames, learner_state = self.explore(explore_key, state.learner)
+        rl_items, rl_valid, rl_frames, learner_state = self.explore(explore_key, state.learner, config)
         replay = ring_add(replay, rl_items, rl_valid)
         rl_memory = ring_add(state.rl_memory, rl_items, rl_valid)
 
         generation_frames = population_frames + rl_frames
         num_updates = (generation_frames * config.learner.updates_per_frame).astype(jnp.int32)
-        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates)
+        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates, config.learner)
         rl_test = self.test_actor(test_key, learner_state.actor)
 
         generation = state.generation + 1
@@ -168,13 +175,14 @@ class Trainer:
         return new_state, metrics
 
 
-    def learner_generation(self, state: TrainState) -> tuple[TrainState, GenerationMetrics]:
+    def learner_generation(self, state: TrainState, hparams: Config | None = None):
         """DDPG or TD3 alone: one exploration episode, one update per stored frame, a test."""
+        config = self.config if hparams is None else hparams
         key, explore_key, train_key, test_key = jax.random.split(state.key, 4)
-        items, valid, frames, learner_state = self.explore(explore_key, state.learner)
+        items, valid, frames, learner_state = self.explore(explore_key, state.learner, config)
         replay = ring_add(state.replay, items, valid)
-        num_updates = (frames * self.config.learner.updates_per_frame).astype(jnp.int32)
-        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates)
+        num_updates = (frames * config.learner.updates_per_frame).astype(jnp.int32)
+        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates, config.learner)
         rl_test = self.test_actor(test_key, learner_state.actor)
         new_state = state.replace(replay=replay, learner=learner_state, generation=state.generation + 1,
                                   frames=state.frames + frames, key=key)

@@ -18,6 +18,7 @@ from pderl_jax.config import Config, to_dict
 from pderl_jax.envs.rollout import Environment
 from pderl_jax.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
 from pderl_jax.memory import format_memory_estimate, memory_estimate
+from pderl_jax.sharding import shard_population
 from pderl_jax.training.generation import GenerationMetrics, Trainer
 from pderl_jax.training.snapshot import save_snapshot
 
@@ -44,6 +45,12 @@ def metric_rows(metrics: GenerationMetrics, first_generation: int, wall_s: float
     return rows
 
 
+def environment_record(env: Environment) -> dict:
+    """What `config.json` records of the environment (enough to rebuild it)."""
+    return {"name": getattr(env, "task", type(env).__name__), "backend": getattr(env, "backend", None),
+            "episode_length": env.episode_length}
+
+
 def train(config: Config, env: Environment, out_dir: Path, generations_per_call: int = 1,
           progress: bool = True, print_fn: Callable[[str], None] = print, analyze_every: int = 0,
           analyze_draws: int = 10) -> dict:
@@ -57,10 +64,8 @@ def train(config: Config, env: Environment, out_dir: Path, generations_per_call:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(
-        {**to_dict(config), "environment": {"name": getattr(env, "task", type(env).__name__),
-                                            "backend": getattr(env, "backend", None),
-                                            "episode_length": env.episode_length}}, indent=2))
+    (out_dir / "config.json").write_text(json.dumps({**to_dict(config), "environment": environment_record(env)},
+                                                    indent=2))
     print_fn(format_memory_estimate(memory_estimate(config, env.obs_dim, env.action_dim)))
 
     trainer = Trainer(config, env)
@@ -70,6 +75,9 @@ def train(config: Config, env: Environment, out_dir: Path, generations_per_call:
 
     start = time.perf_counter()
     state = jax.jit(trainer.init)(jax.random.key(config.seed))  # one program, not hundreds of eager ops
+    if len(jax.devices()) > 1 and not getattr(env, "batched", False):  # host callbacks stay on one device
+        state, placement = shard_population(state, config.evolution.pop_size)
+        print_fn(placement)
     step = jax.jit(chunk, donate_argnums=0).lower(state).compile()
     compile_s = time.perf_counter() - start
     release_freed_memory()
@@ -128,4 +136,4 @@ def _analyze_during_run(trainer, state, out_dir: Path, generation: int, draws: i
     bar.write(f"generation {generation}: " + format_summary(summary))
 
 
-__all__ = ["train", "metric_rows", "CSV_COLUMNS"]
+__all__ = ["train", "metric_rows", "environment_record", "CSV_COLUMNS"]

@@ -1,0 +1,120 @@
+"""Sweeps: seeds x float settings in one vmapped program, equal to the runs done one by one."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from toy_envs import CounterEnv
+
+from pderl_jax.cli import main
+from pderl_jax.config import ConfigError, load_config
+from pderl_jax.training.loop import train
+from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, sweepable_fields, train_sweep
+
+SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,
+         "evolution.sync_period": 2, "evolution.genetic_memory_capacity": 64, "evolution.distill_batch_size": 8,
+         "evolution.distill_epochs": 1, "evolution.proximal_batch_size": 16, "learner.replay_capacity": 4096,
+         "learner.batch_size": 16, "learner.learning_starts": 32, "network.actor_hidden": "16,16",
+         "network.critic_input_width": 8, "network.critic_hidden_width": 8, "frames": 200}
+NUMERIC = ["best_fitness", "pop_mean", "champion_test", "rl_test", "critic_loss", "actor_loss"]
+
+
+def read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_rows(a, b, msg):
+    assert len(a) == len(b), msg
+    for x, y in zip(a, b):
+        assert (x["generation"], x["frames"], x["synced"]) == (y["generation"], y["frames"], y["synced"]), msg
+        np.testing.assert_allclose([float(x[c]) for c in NUMERIC], [float(y[c]) for c in NUMERIC],
+                                   rtol=1e-3, atol=1e-4, err_msg=msg)
+
+
+def test_seed_and_grid_parsing():
+    assert parse_seeds("0..3") == [0, 1, 2, 3] and parse_seeds("5,2") == [5, 2] and parse_seeds("7") == [7]
+    for bad in ("a..b", "1,1", ""):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+    assert parse_grid(["learner.actor_lr=1e-4,5e-5"]) == {"learner.actor_lr": [1e-4, 5e-5]}
+    with pytest.raises(ConfigError, match="only float settings can vary.*learner.actor_lr"):
+        parse_grid(["evolution.pop_size=4,8"])
+    with pytest.raises(ConfigError, match="values must be numbers"):
+        parse_grid(["learner.tau=fast"])
+    with pytest.raises(ConfigError, match="must look like"):
+        parse_grid(["learner.tau"])
+    assert "evolution.mutation_sigma" in sweepable_fields() and "learner.batch_size" not in sweepable_fields()
+    base = load_config("hopper")
+    runs = expand_runs(base, [0, 1], {"learner.tau": [0.001, 0.01], "learner.gamma": [0.9, 0.99]})
+    assert len(runs) == 8 and {(r.seed, r.config.learner.tau, r.config.learner.gamma) for r in runs} == {
+        (s, t, g) for s in (0, 1) for t in (0.001, 0.01) for g in (0.9, 0.99)}
+    with pytest.raises(ConfigError, match="learner.tau = 2.0 must lie in"):
+        expand_runs(base, [0], {"learner.tau": [2.0]})
+
+
+def test_a_sweep_equals_its_runs_done_one_by_one(tmp_path):
+    """Seeds 3 and 4 with two actor learning rates: each sweep run's CSV matches a single run."""
+    base = load_config("hopper", SMALL)
+    runs = expand_runs(base, [3, 4], {"learner.actor_lr": [5e-5, 1e-3]})
+    summaries = train_sweep(base, runs, CounterEnv(), tmp_path / "sweep", progress=False, print_fn=lambda _: None)
+    assert [s["run"] for s in summaries] == [0, 1, 2, 3]
+    table = read(tmp_path / "sweep" / "runs.csv")
+    assert [(int(r["seed"]), float(r["learner.actor_lr"])) for r in table] == [(3, 5e-5), (4, 5e-5), (3, 1e-3), (4, 1e-3)]
+    for run in (runs[1], runs[2]):
+        single = tmp_path / f"single_{run.index}"
+        train(run.config, CounterEnv(), single, progress=False, print_fn=lambda _: None)
+        swept = tmp_path / "sweep" / f"run_{run.index:03d}"
+        assert_same_rows(read(swept / "metrics.csv"), read(single / "metrics.csv"), f"run {run.index}")
+        config = json.loads((swept / "config.json").read_text())
+        assert config["seed"] == run.seed and config["learner"]["actor_lr"] == run.config.learner.actor_lr
+    # the learning rate reaches the program: same seed, different rate, different learner
+    a, b = read(tmp_path / "sweep" / "run_000" / "metrics.csv"), read(tmp_path / "sweep" / "run_002" / "metrics.csv")
+    assert a[-1]["actor_loss"] != b[-1]["actor_loss"]
+
+
+def test_sweep_cli_rejects_bad_input(tmp_path, capsys):
+    assert main(["sweep", "--env", "hopper", "--seeds", "0..1", "--grid", "network.critic_hidden_width=8,16",
+                 "--out", str(tmp_path)]) == 2
+    assert "only float settings can vary" in capsys.readouterr().err
+
+
+SHARDING_SCRIPT = textwrap.dedent("""
+    import csv, json, sys
+    sys.path.insert(0, {tests!r})
+    import jax
+    from toy_envs import CounterEnv
+    from pderl_jax.config import load_config
+    from pderl_jax.training.loop import train
+    from pderl_jax.training.sweep import expand_runs, train_sweep
+    base = load_config("hopper", {small!r})
+    out = {out!r}
+    train_sweep(base, expand_runs(base, [0, 1, 2, 3], {{}}), CounterEnv(), out + "/sweep", progress=False,
+                print_fn=print)
+    train(base.replace(seed=5), CounterEnv(), out + "/single", progress=False, print_fn=print)
+    print("devices", len(jax.devices()))
+""")
+
+
+def test_sharded_over_four_devices_matches_one_device(tmp_path):
+    """Forced host devices: the sweep's run axis and a run's population axis sharded over 4."""
+    results = {}
+    for devices in (1, 4):
+        out = tmp_path / f"d{devices}"
+        script = SHARDING_SCRIPT.format(tests=str(Path(__file__).parent), small=SMALL, out=str(out))
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+               "JAX_PLATFORMS": "cpu"}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"devices {devices}" in done.stdout
+        if devices == 4:
+            assert "sharded over 4 cpu devices" in done.stdout and "population sharded over 4" in done.stdout
+        results[devices] = out
+    for name in ("sweep/run_000", "sweep/run_003", "single"):
+        assert_same_rows(read(results[4] / name / "metrics.csv"), read(results[1] / name / "metrics.csv"), name)
