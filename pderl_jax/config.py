@@ -60,6 +60,9 @@ class LearnerConfig:
     replay_capacity: int = static(1_000_000)
     learning_starts: int = static(640)  # update only when the replay holds MORE than this
     updates_per_frame: float = static(1.0)  # official frac_frames_train
+    # > 0: exactly this many updates per generation instead (large populations, where one update
+    # per frame would make the learner the whole generation).
+    updates_per_generation: int = static(0)
     policy_delay: int = static(2)  # TD3 only
     exploration: str = static("ou")  # "ou" (official, never reset) | "gaussian"
     # Ref. #13: timeouts are stored as terminal; True bootstraps through time-limit ends.
@@ -249,6 +252,9 @@ def validate(config: Config) -> None:
         )
     if evo.genetic_memory_capacity < 2:
         raise ConfigError("evolution.genetic_memory_capacity must be at least 2 (children inherit half from each parent)")
+    if learner.updates_per_generation < 0:
+        raise ConfigError(f"learner.updates_per_generation = {learner.updates_per_generation} must be >= 0 "
+                          "(0: learner.updates_per_frame updates per stored frame)")
     if learner.batch_size > learner.replay_capacity:
         raise ConfigError("learner.batch_size must not exceed learner.replay_capacity")
     if learner.learning_starts < learner.batch_size:

@@ -11,6 +11,7 @@ from pderl_jax.analysis.report import summarise
 from pderl_jax.buffers import memories_add
 from pderl_jax.config import load_config
 from pderl_jax.envs import GymnasiumEnvironment
+from pderl_jax.operators.distillation import distill_child
 from pderl_jax.training import Trainer
 
 
@@ -87,10 +88,19 @@ def test_identical_parents_give_parent_behaviour_and_zero_sigma_changes_nothing(
     # n-point crossover of identical parents is the parent itself
     np.testing.assert_array_equal(np.asarray(study.npoint.returns), parent_return, err_msg=msg)
     assert summary["median_kl"]["npoint_from_parent1"] == 0.0, msg
-    # distillation from two identical parents starts at the parent and imitates it: behaviour kept
-    # (up to the official loss's action-magnitude term and the chaotic contact dynamics)
-    np.testing.assert_allclose(np.asarray(study.distilled.returns), parent_return, rtol=0.1, err_msg=msg)
-    assert summary["median_kl"]["distilled_from_parent1"] < 0.2, (summary["median_kl"], msg)
+    # distillation from two identical parents starts at the parent and imitates it: its actions stay
+    # those of the parent (up to the official loss's action-magnitude term), so does its behaviour
+    # roughly (Hopper's contacts amplify small action changes)
+    parent = jax.tree.map(lambda x: x[0], population)
+    memory = jax.tree.map(lambda x: x[0], memories)
+    q_fn = lambda s, a: trainer.learner.q1(critic, s, a)
+    child, _, _ = jax.jit(lambda k: distill_child(k, parent, parent, memory, memory, trainer.apply_actor, q_fn,
+                                                  trainer.config.evolution))(jax.random.key(seed + 3))
+    states = memory.data.state[: int(memory.size)]
+    drift = np.abs(np.asarray(trainer.apply_actor(child, states)) - np.asarray(trainer.apply_actor(parent, states)))
+    assert drift.mean() < 0.05, (drift.mean(), msg)
+    np.testing.assert_allclose(np.asarray(study.distilled.returns), parent_return, rtol=0.35, err_msg=msg)
+    assert summary["median_kl"]["distilled_from_parent1"] < 0.5, (summary["median_kl"], msg)
     # sigma 0: the proximal mutation changes nothing; larger sigmas change the behaviour more
     sweep = summary["kl_by_magnitude"]
     assert sweep["proximal_kl"][0] == 0.0 and sweep["proximal_fitness"][0] == parent_return, (sweep, msg)

@@ -125,3 +125,23 @@ def test_same_seed_same_generations():
             history.append(np.asarray(metrics.fitness).tolist() + [float(metrics.rl_test), int(metrics.frames)])
         runs.append(history)
     assert runs[0] == runs[1]
+
+
+def test_fixed_update_count_per_generation():
+    trainer, generation = make("pderl", **{"learner.updates_per_generation": 7})
+    state = trainer.init(jax.random.key(int(np.random.default_rng().integers(2**31))))
+    updates = 0
+    for _ in range(3):
+        stored = int(state.replay.size)
+        state, metrics = generation(state)
+        if stored + int(metrics.generation_frames) > 32:  # learning_starts
+            updates += 7
+        assert int(state.learner.num_updates) == updates
+    assert updates > 0
+
+
+def test_negative_update_count_is_rejected():
+    from pderl_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="learner.updates_per_generation = -1 must be >= 0"):
+        load_config("hopper", {"learner.updates_per_generation": -1})

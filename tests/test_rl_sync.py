@@ -42,3 +42,27 @@ def test_sync_copies_params_and_chronological_memory_into_one_slot():
     for i in range(5):
         if i != slot:
             assert int(new_memories.size[i]) == 0, f"seed={seed}: slot {i} memory changed"
+
+
+def test_clone_elites_equals_the_sequential_clones_with_chains_and_repeats():
+    """Targets that are later sources (chains) and repeated targets, against clone_into in order."""
+    from pderl_jax.buffers import memories_add, memories_init
+    from pderl_jax.operators.evolution import clone_elites, clone_into
+
+    rng = np.random.default_rng()
+    for _ in range(20):
+        k, e = int(rng.integers(2, 9)), int(rng.integers(1, 6))
+        population = {"w": jnp.asarray(rng.normal(size=(k, 3)), jnp.float32)}
+        memories = memories_init(k, 5, 2, 1)
+        items = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype),
+                             jax.tree.map(lambda x: x[:, :1].repeat(7, axis=1), memories.data))
+        memories = memories_add(memories, items, jnp.asarray(rng.random((k, 7)) < 0.8))
+        sources = jnp.asarray(rng.integers(0, k, e))
+        targets = jnp.asarray(rng.integers(0, k, e))
+        expected_pop, expected_mem = population, memories
+        for s, t in zip(sources, targets):
+            expected_pop, expected_mem = clone_into(expected_pop, expected_mem, s, t)
+        got_pop, got_mem = jax.jit(clone_elites)(population, memories, sources, targets)
+        msg = f"k={k} sources={sources} targets={targets}"
+        for a, b in zip(jax.tree.leaves((expected_pop, expected_mem)), jax.tree.leaves((got_pop, got_mem))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=msg)

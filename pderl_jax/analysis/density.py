@@ -65,8 +65,8 @@ def density_grid(points: np.ndarray, extent: tuple[float, float, float, float], 
 
 
 def common_extent(*samples: np.ndarray, margin: float = 0.1) -> tuple[float, float, float, float]:
-    """A box around all samples (first two dims) with a relative margin."""
+    """A box around the bulk of all samples (first two dims: 0.5-99.5 percentiles) with a margin."""
     stacked = np.concatenate([np.asarray(s)[:, :2] for s in samples])
-    low, high = stacked.min(axis=0), stacked.max(axis=0)
+    low, high = np.percentile(stacked, 0.5, axis=0), np.percentile(stacked, 99.5, axis=0)
     pad = margin * np.maximum(high - low, 1e-6)
     return float(low[0] - pad[0]), float(high[0] + pad[0]), float(low[1] - pad[1]), float(high[1] + pad[1])

@@ -120,30 +120,33 @@ def write_figures(study: OperatorStudy, summary: dict, out_dir: Path) -> list[Pa
             ax.plot([], [], color=colour, label=label)
         ax.legend(fontsize=7)
 
-    s1 = visited_states(study.population, study.crossover_parents[0, 0])
-    s2 = visited_states(study.population, study.crossover_parents[0, 1])
+    # The draws shown: those with the fittest parent 1 / parent.
+    d = int(np.argmax(summary["crossover"]["parent1_fitness"]))
+    s1 = visited_states(study.population, study.crossover_parents[d, 0])
+    s2 = visited_states(study.population, study.crossover_parents[d, 1])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     kl = summary["kl"]
-    contours(axes[0], [s1, s2, visited_states(study.distilled, 0)], ["tab:blue", "tab:green", "tab:red"],
+    contours(axes[0], [s1, s2, visited_states(study.distilled, d)], ["tab:blue", "tab:green", "tab:red"],
              ["parent 1", "parent 2", "child"],
-             f"Q-filtered distillation (KL p1||c {kl['distilled_from_parent1'][0]:.2f}, "
-             f"p2||c {kl['distilled_from_parent2'][0]:.2f})")
-    contours(axes[1], [s1, s2, visited_states(study.npoint, 0)], ["tab:blue", "tab:green", "tab:red"],
+             f"Q-filtered distillation (KL p1||c {kl['distilled_from_parent1'][d]:.2f}, "
+             f"p2||c {kl['distilled_from_parent2'][d]:.2f})")
+    contours(axes[1], [s1, s2, visited_states(study.npoint, d)], ["tab:blue", "tab:green", "tab:red"],
              ["parent 1", "parent 2", "child"],
-             f"n-point (KL p1||c {kl['npoint_from_parent1'][0]:.2f}, p2||c {kl['npoint_from_parent2'][0]:.2f})")
-    fig.suptitle("State visitation of parents and crossover children (paper Figures 1 and 6)")
+             f"n-point (KL p1||c {kl['npoint_from_parent1'][d]:.2f}, p2||c {kl['npoint_from_parent2'][d]:.2f})")
+    fig.suptitle(f"State visitation of parents and crossover children, pair {d + 1} (paper Figures 1 and 6)")
     fig.tight_layout()
     paths.append(out_dir / "crossover_states.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    parent_states = visited_states(study.population, study.mutation_parents[0])
+    d = int(np.argmax(summary["mutation"]["parent_fitness"]))
+    parent_states = visited_states(study.population, study.mutation_parents[d])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    contours(axes[0], [parent_states, visited_states(study.proximal, 0)], ["tab:blue", "tab:red"],
-             ["parent", "child"], f"proximal mutation (KL {kl['proximal'][0]:.2f})")
-    contours(axes[1], [parent_states, visited_states(study.gaussian, 0)], ["tab:blue", "tab:red"],
-             ["parent", "child"], f"Gaussian mutation (KL {kl['gaussian'][0]:.2f})")
-    fig.suptitle("State visitation of a parent and its mutated children (paper Figures 2 and 8)")
+    contours(axes[0], [parent_states, visited_states(study.proximal, d)], ["tab:blue", "tab:red"],
+             ["parent", "child"], f"proximal mutation (KL {kl['proximal'][d]:.2f})")
+    contours(axes[1], [parent_states, visited_states(study.gaussian, d)], ["tab:blue", "tab:red"],
+             ["parent", "child"], f"Gaussian mutation (KL {kl['gaussian'][d]:.2f})")
+    fig.suptitle(f"State visitation of a parent and its mutated children, parent {d + 1} (paper Figures 2 and 8)")
     fig.tight_layout()
     paths.append(out_dir / "mutation_states.png")
     fig.savefig(paths[-1], dpi=110)

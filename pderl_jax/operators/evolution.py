@@ -15,6 +15,7 @@ from typing import Callable
 import chex
 import jax
 import jax.numpy as jnp
+from jax import lax
 from flax import struct
 
 from pderl_jax.buffers.genetic_memory import take_member
@@ -55,6 +56,22 @@ def clone_into(population: dict, memories: RingBuffer, source, target) -> tuple[
     return population, memories
 
 
+def clone_elites(population: dict, memories: RingBuffer, sources: jax.Array, targets: jax.Array):
+    """`clone_into` for every (source, target) pair in order, as one gather and one scatter.
+
+    A later elite may be copied from a slot an earlier clone overwrote; following each slot's
+    origin through the E copies (a scan over E integers) reproduces the sequential result
+    exactly, and a target written twice receives the same member both times.
+    """
+    k = jax.tree.leaves(population)[0].shape[0]
+    origin, _ = lax.scan(lambda o, st: (o.at[st[1]].set(o[st[0]]), None), jnp.arange(k), (sources, targets))
+    final_sources = origin[targets]
+    population = jax.tree.map(lambda x: x.at[targets].set(x[final_sources]), population)
+    clones = jax.vmap(lambda i: ring_clone(take_member(memories, i)))(final_sources)
+    memories = jax.tree.map(lambda xs, x: xs.at[targets].set(x), memories, clones)
+    return population, memories
+
+
 def sync_rl_actor(population: dict, memories: RingBuffer, rl_actor: dict, rl_memory: RingBuffer,
                   slot) -> tuple[dict, RingBuffer]:
     """Copy the RL actor (all params) and a chronological copy of its genetic memory into `slot`."""
@@ -86,8 +103,7 @@ def evolve(key: jax.Array, population: dict, memories: RingBuffer, fitness: jax.
     select_key, cross_key, mutate_key = jax.random.split(key, 3)
     plan = plan_selection(select_key, fitness, config.num_elites, config.tournament_size, rl_slot)
 
-    for source, target in zip(plan.elites, plan.elite_slots):  # E is static and small
-        population, memories = clone_into(population, memories, source, target)
+    population, memories = clone_elites(population, memories, plan.elites, plan.elite_slots)
 
     if crossover == "distillation":
         population, memories, child_slots, parents, distill_info = _distillation_step(

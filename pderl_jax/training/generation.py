@@ -89,6 +89,13 @@ class Trainer:
             key=key,
         )
 
+    def num_updates(self, frames: jax.Array):
+        """Learner updates this generation: a fixed count (static: one scan) or per stored frame."""
+        learner = self.config.learner
+        if learner.updates_per_generation:
+            return learner.updates_per_generation
+        return (frames * learner.updates_per_frame).astype(jnp.int32)
+
     # ------------------------------------------------------------------ steps of a generation
     def evaluate_population(self, key, population):
         """xi deterministic episodes per member: fitness, and the transitions in storage order."""
@@ -150,7 +157,7 @@ class Trainer:
         rl_memory = ring_add(state.rl_memory, rl_items, rl_valid)
 
         generation_frames = population_frames + rl_frames
-        num_updates = (generation_frames * config.learner.updates_per_frame).astype(jnp.int32)
+        num_updates = self.num_updates(generation_frames)
         learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates, config.learner)
         rl_test = self.test_actor(test_key, learner_state.actor)
 
@@ -181,7 +188,7 @@ class Trainer:
         key, explore_key, train_key, test_key = jax.random.split(state.key, 4)
         items, valid, frames, learner_state = self.explore(explore_key, state.learner, config)
         replay = ring_add(state.replay, items, valid)
-        num_updates = (frames * config.learner.updates_per_frame).astype(jnp.int32)
+        num_updates = self.num_updates(frames)
         learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates, config.learner)
         rl_test = self.test_actor(test_key, learner_state.actor)
         new_state = state.replace(replay=replay, learner=learner_state, generation=state.generation + 1,
