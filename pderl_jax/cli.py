@@ -1,4 +1,4 @@
-"""Command line: `pderl-jax train`, `pderl-jax demo` (component demo), `pderl-jax memory`."""
+"""Command line: `pderl-jax train`, `sweep`, `analyze`, `demo` (component demo) and `memory`."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                       help="override any config value, e.g. evolution.pop_size=20")
 
-    train = sub.add_parser("train", help="train on a brax task until the frame budget is used")
+    train = sub.add_parser("train", help="train on a brax or native MuJoCo task until the frame budget is used")
     train.add_argument("--env", default="halfcheetah", metavar="TASK",
                        help=f"task: {', '.join(TASKS)} or a Gymnasium id such as HalfCheetah-v5 "
                             "(its Table 4 config is loaded; default halfcheetah)")

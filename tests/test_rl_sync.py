@@ -45,9 +45,14 @@ def test_sync_copies_params_and_chronological_memory_into_one_slot():
 
 
 def test_clone_elites_equals_the_sequential_clones_with_chains_and_repeats():
-    """Targets that are later sources (chains) and repeated targets, against clone_into in order."""
-    from pderl_jax.buffers import memories_add, memories_init
-    from pderl_jax.operators.evolution import clone_elites, clone_into
+    """Targets that are later sources (chains) and repeated targets, against the copies done in order."""
+    from pderl_jax.buffers import memories_add, memories_init, ring_clone, take_member
+    from pderl_jax.operators.evolution import clone_elites
+
+    def clone_into(population, memories, source, target):  # official `clone`, one pair at a time
+        population = jax.tree.map(lambda x: x.at[target].set(x[source]), population)
+        memory = ring_clone(take_member(memories, source))
+        return population, jax.tree.map(lambda xs, x: xs.at[target].set(x), memories, memory)
 
     rng = np.random.default_rng()
     for _ in range(20):

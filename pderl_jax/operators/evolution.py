@@ -48,16 +48,9 @@ class EvolutionInfo:
     distillation: DistillationInfo | None
 
 
-def clone_into(population: dict, memories: RingBuffer, source, target) -> tuple[dict, RingBuffer]:
-    """Official `clone`: copy params and a chronological copy of the memory from source to target."""
-    population = jax.tree.map(lambda x: x.at[target].set(x[source]), population)
-    memory = ring_clone(take_member(memories, source))
-    memories = jax.tree.map(lambda xs, x: xs.at[target].set(x), memories, memory)
-    return population, memories
-
-
 def clone_elites(population: dict, memories: RingBuffer, sources: jax.Array, targets: jax.Array):
-    """`clone_into` for every (source, target) pair in order, as one gather and one scatter.
+    """Official `clone` (params and a chronological copy of the memory, source -> target) for every
+    (source, target) pair in order, as one gather and one scatter.
 
     A later elite may be copied from a slot an earlier clone overwrote; following each slot's
     origin through the E copies (a scan over E integers) reproduces the sequential result
