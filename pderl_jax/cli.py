@@ -62,8 +62,8 @@ def run_analyze(args) -> int:
 
     from pderl_jax.analysis import analyze, format_summary
     from pderl_jax.config import from_dict, validate
-    from pderl_jax.envs import make_environment
     from pderl_jax.training import Trainer
+    from pderl_jax.training.loop import environment_from_record
     from pderl_jax.training.snapshot import load_snapshot
 
     if args.draws < 1 or args.episodes < 1:
@@ -81,10 +81,7 @@ def run_analyze(args) -> int:
     validate(config)
     if not config.has_population:
         raise ConfigError(f"{args.run} is a {config.mode} run without a population; analyze an evolutionary run")
-    gymnasium = environment["backend"] == "gymnasium"
-    env = make_environment(config.task, "gymnasium" if gymnasium else "brax",
-                           physics="auto" if gymnasium else environment["backend"],
-                           episode_length=environment["episode_length"])
+    env = environment_from_record(environment, config.task)
     trainer = Trainer(config, env)
     snapshot = load_snapshot(trainer, args.run)
     out = args.out or args.run / "analysis"
@@ -191,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(task, overrides)
             if args.generations_per_call < 1:
                 raise ConfigError("--generations-per-call must be at least 1")
+            if args.analyze_every < 0:
+                raise ConfigError("--analyze-every must be 0 (never) or a positive number of generations")
             from pderl_jax.training.loop import train
 
             env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
             out = args.out or Path("results") / f"{args.env}-{args.mode}-seed{args.seed}"
             print(f"pderl-jax train: {config.mode} with {config.learner.algorithm} on {env.description}, "
                   f"{config.frames} frames, seed {config.seed} -> {out}")
-            if args.analyze_every < 0:
-                raise ConfigError("--analyze-every must be 0 (never) or a positive number of generations")
             train(config, env, out, args.generations_per_call, progress=not args.no_progress,
                   analyze_every=args.analyze_every)
         elif args.command == "sweep":

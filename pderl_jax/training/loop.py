@@ -51,6 +51,15 @@ def environment_record(env: Environment) -> dict:
             "episode_length": env.episode_length}
 
 
+def environment_from_record(record: dict, task: str) -> Environment:
+    """The environment a `config.json` environment record describes (inverse of `environment_record`)."""
+    from pderl_jax.envs import make_environment
+
+    if record["backend"] == "gymnasium":
+        return make_environment(task, "gymnasium", episode_length=record["episode_length"])
+    return make_environment(task, "brax", physics=record["backend"], episode_length=record["episode_length"])
+
+
 def train(config: Config, env: Environment, out_dir: Path, generations_per_call: int = 1,
           progress: bool = True, print_fn: Callable[[str], None] = print, analyze_every: int = 0,
           analyze_draws: int = 10) -> dict:
@@ -136,4 +145,4 @@ def _analyze_during_run(trainer, state, out_dir: Path, generation: int, draws: i
     bar.write(f"generation {generation}: " + format_summary(summary))
 
 
-__all__ = ["train", "metric_rows", "environment_record", "CSV_COLUMNS"]
+__all__ = ["train", "metric_rows", "environment_record", "environment_from_record", "CSV_COLUMNS"]
