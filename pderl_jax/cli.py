@@ -1,4 +1,4 @@
-"""Command line: `pderl-jax train`, `sweep`, `analyze`, `demo` (component demo) and `memory`."""
+"""Command line: `pderl-jax train`, `sweep`, `analyze`, `evaluate`, `render`, `plot`, `demo` and `memory`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from pderl_jax.config import EVOLUTIONARY_MODES, LEARNER_MODES, MODES, TASKS, ConfigError, load_config
+from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, MODES, TASKS, ConfigError, TrainingDiverged,
+                              load_config)
 from pderl_jax.envs.brax_env import BACKENDS
 
 
@@ -55,16 +56,11 @@ def run_sweep(args, overrides: dict) -> int:
 
 
 def run_analyze(args) -> int:
-    """`pderl-jax analyze RUN`: the operator study on the population a run saved."""
-    import json
-
+    """`pderl-jax analyze RUN`: the operator study on the population of a run's newest checkpoint."""
     import jax
 
     from pderl_jax.analysis import analyze, format_summary
-    from pderl_jax.config import from_dict, validate
-    from pderl_jax.training import Trainer
-    from pderl_jax.training.loop import environment_from_record
-    from pderl_jax.training.snapshot import load_snapshot
+    from pderl_jax.training.loop import open_run
 
     if args.draws < 1 or args.episodes < 1:
         raise ConfigError("--draws and --episodes must be at least 1")
@@ -72,27 +68,152 @@ def run_analyze(args) -> int:
         sigmas = [float(s) for s in args.sigmas.split(",")]
     except ValueError:
         raise ConfigError(f"--sigmas {args.sigmas!r} must be comma-separated numbers, e.g. 0.01,0.1,1") from None
-    config_path = args.run / "config.json"
-    if not config_path.exists():
-        raise ConfigError(f"{config_path} not found: pass a folder written by pderl-jax train")
-    raw = json.loads(config_path.read_text())
-    environment = raw.pop("environment")
-    config = from_dict(raw)
-    validate(config)
-    if not config.has_population:
-        raise ConfigError(f"{args.run} is a {config.mode} run without a population; analyze an evolutionary run")
-    env = environment_from_record(environment, config.task)
-    trainer = Trainer(config, env)
-    snapshot = load_snapshot(trainer, args.run)
+    run = open_run(args.run)
+    if not run.config.has_population:
+        raise ConfigError(f"{args.run} is a {run.config.mode} run without a population; analyze an evolutionary run")
     out = args.out or args.run / "analysis"
-    print(f"pderl-jax analyze: {config.mode} population of {args.run} (generation {int(snapshot['generation'])}, "
-          f"{int(snapshot['frames'])} frames) on {env.description}; {args.draws} draws x {args.episodes} episodes")
-    summary = analyze(trainer, jax.random.key(args.seed), snapshot["population"], snapshot["memories"],
-                      snapshot["critic"], out, draws=args.draws, episodes=args.episodes, sigmas=sigmas,
+    print(f"pderl-jax analyze: {run.config.mode} population of {args.run} (generation {int(run.state.generation)}, "
+          f"{int(run.state.frames)} frames) on {run.env.description}; {args.draws} draws x {args.episodes} episodes")
+    summary = analyze(run.trainer, jax.random.key(args.seed), run.state.population, run.state.memories,
+                      run.state.learner.critic, out, draws=args.draws, episodes=args.episodes, sigmas=sigmas,
                       metrics_csv=args.run / "metrics.csv")
     print(format_summary(summary))
     print(f"figures and analysis.json in {out}")
     return 0
+
+
+def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
+    """(trainer, {name: actor params}, description) for `evaluate` and `render`: a run folder's champion
+    and RL actor, or an official PDERL actor state dict (`--official FILE --env TASK`)."""
+    if args.official is not None:
+        from pderl_jax.envs import make_environment, resolve_task
+        from pderl_jax.networks.torch_checkpoint import load_official_actor
+        from pderl_jax.training import Trainer
+
+        if args.run is not None:
+            raise ConfigError("give either a run folder or --official FILE, not both")
+        task = resolve_task(args.env)
+        backend = args.backend or ("brax" if args.env in TASKS else "gymnasium")
+        config = load_config(task, parse_overrides(args.set))
+        env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
+        trainer = Trainer(config, env)
+        like = trainer.actor.init(__import__("jax").random.key(0), __import__("jax").numpy.zeros((env.obs_dim,)))
+        params = load_official_actor(args.official, like["params"])
+        return trainer, {"official actor": {"params": params}}, f"{args.official} on {env.description}"
+    if args.run is None:
+        raise ConfigError("give a run folder (written by pderl-jax train), or --official FILE --env TASK")
+    from pderl_jax.training.loop import open_run
+
+    run = open_run(args.run)
+    actors = {"RL actor": run.state.learner.actor}
+    if run.config.has_population:
+        actors = {"champion": run.state.champion, **actors}
+    return run.trainer, actors, (f"{args.run} (generation {int(run.state.generation)}, {int(run.state.frames)} "
+                                 f"frames) on {run.env.description}")
+
+
+def run_evaluate(args) -> int:
+    """`pderl-jax evaluate`: deterministic test episodes of the champion and the RL actor."""
+    import jax
+    import numpy as np
+
+    if args.episodes < 1:
+        raise ConfigError("--episodes must be at least 1")
+    trainer, actors, description = policies_to_run(args)
+    print(f"pderl-jax evaluate: {description}; {args.episodes} episodes each, seed {args.seed}")
+    returns_of = jax.jit(trainer.episode_returns, static_argnums=2)
+    results = {}
+    for name, params in actors.items():
+        returns = np.asarray(returns_of(jax.random.key(args.seed), params, args.episodes), dtype=np.float64)
+        results[name] = {"mean": float(returns.mean()), "std": float(returns.std()), "returns": returns.tolist()}
+        print(f"{name:>14}: mean return {returns.mean():10.2f} +- {returns.std():8.2f} "
+              f"(min {returns.min():.1f}, max {returns.max():.1f})")
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps({"episodes": args.episodes, "seed": args.seed, "actors": results}, indent=2))
+    return 0
+
+
+def run_render(args) -> int:
+    """`pderl-jax render`: one episode of the champion (or RL actor) as brax HTML or a GIF/MP4 of MuJoCo frames."""
+    from pderl_jax.render import render_episode
+
+    trainer, actors, description = policies_to_run(args)
+    name = {"champion": "champion", "rl": "RL actor"}[args.actor]
+    if name not in actors:
+        name = next(iter(actors))
+    out = args.out or (args.run or Path(".")) / f"episode.{'html' if hasattr(trainer.env, '_env') else 'gif'}"
+    info = render_episode(trainer.env, trainer.apply_actor, actors[name], out, seed=args.seed,
+                          max_steps=args.max_steps)
+    print(f"pderl-jax render: {name} of {description}: {info['frames']} steps, return {info['return']:.1f} -> "
+          f"{info['path']}")
+    return 0
+
+
+def run_plot(args) -> int:
+    """`pderl-jax plot DIR...`: learning curves, population spread and RL selection rates as PNGs."""
+    from pderl_jax.analysis.curves import plot_runs
+
+    out = args.out or (args.runs[0] if len(args.runs) == 1 else Path("results") / "plots")
+    files = plot_runs(args.runs, out)
+    print("pderl-jax plot: " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def run_train(args, overrides: dict) -> int:
+    """`pderl-jax train`: a new run, or `--resume DIR` of an interrupted one."""
+    from pderl_jax.envs import make_environment, resolve_task
+    from pderl_jax.training.checkpoint import CheckpointOptions
+    from pderl_jax.training.loop import RunOptions, environment_from_record, read_run_config, train
+
+    if args.frames is not None:
+        overrides["frames"] = args.frames
+    if args.resume is not None:
+        given = [flag for flag, value in (("--env", args.env), ("--mode", args.mode), ("--learner", args.learner),
+                                          ("--backend", args.backend), ("--seed", args.seed), ("--out", args.out))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"--resume continues the run as configured in its config.json; drop {', '.join(given)} "
+                              "(only --frames, --generations and --set may change)")
+        config, environment, recorded = read_run_config(args.resume)
+        from pderl_jax.config import override, validate
+
+        for name, value in overrides.items():
+            config = override(config, name, value)
+        validate(config)
+        env = environment_from_record(environment, config.task)
+        out = args.resume
+    else:
+        task = resolve_task(args.env or "halfcheetah")
+        backend = args.backend or ("brax" if (args.env or "halfcheetah") in TASKS else "gymnasium")
+        mode = args.mode or "pderl"
+        learner = args.learner or (mode if mode in LEARNER_MODES else "ddpg")
+        seed = 0 if args.seed is None else args.seed
+        config = load_config(task, {"mode": mode, "learner.algorithm": learner, "seed": seed, **overrides})
+        recorded = {}
+        env = None
+        out = args.out or Path("results") / f"{args.env or 'halfcheetah'}-{mode}-seed{seed}"
+
+    def pick(value, name, default):
+        return value if value is not None else recorded.get(name, default)
+
+    options = RunOptions(
+        generations_per_call=pick(args.generations_per_call, "generations_per_call", 1),
+        max_generations=pick(args.generations, "max_generations", 0),
+        checkpoint=CheckpointOptions(every=pick(args.checkpoint_every, "checkpoint_every", 5),
+                                     keep=pick(args.keep_checkpoints, "keep_checkpoints", 3),
+                                     replay=not args.no_replay_in_checkpoint and recorded.get("checkpoint_replay",
+                                                                                             True)),
+        progress=not args.no_progress, analyze_every=args.analyze_every, tensorboard=args.tensorboard)
+    options.validate()  # before the environment is built and anything compiles
+    if env is None:
+        env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
+    verb = "resuming" if args.resume is not None else "train:"
+    print(f"pderl-jax {verb} {config.mode} with {config.learner.algorithm} on {env.description}, "
+          f"{config.frames} frames, seed {config.seed} -> {out}")
+    summary = train(config, env, out, options, resume=args.resume is not None, force=args.force)
+    return 130 if summary["interrupted"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,10 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="override any config value, e.g. evolution.pop_size=20")
 
     train = sub.add_parser("train", help="train on a brax or native MuJoCo task until the frame budget is used")
-    train.add_argument("--env", default="halfcheetah", metavar="TASK",
+    train.add_argument("--env", default=None, metavar="TASK",
                        help=f"task: {', '.join(TASKS)} or a Gymnasium id such as HalfCheetah-v5 "
                             "(its Table 4 config is loaded; default halfcheetah)")
-    train.add_argument("--mode", default="pderl", choices=list(MODES),
+    train.add_argument("--mode", default=None, choices=list(MODES),
                        help="algorithm (default pderl); ddpg and td3 train the learner alone, without a population")
     train.add_argument("--learner", default=None, choices=["ddpg", "td3"],
                        help="off-policy learner beside the population (default ddpg, as the official code; "
@@ -125,12 +246,27 @@ def main(argv: list[str] | None = None) -> int:
                        help="brax physics pipeline (default auto: spring, the fastest on CPU, where the task "
                             "supports it, else generalized; mjx is closest to MuJoCo)")
     train.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     train.add_argument("--frames", type=int, default=None, help="stored-frame budget (default: the task's, e.g. 6M)")
+    train.add_argument("--generations", type=int, default=None, metavar="N",
+                       help="also stop after N generations in all (default: the frame budget alone)")
     train.add_argument("--out", type=Path, default=None, help="results folder (default results/ENV-MODE-seedN)")
-    train.add_argument("--generations-per-call", type=int, default=1,
-                       help="generations per compiled call (more: less host overhead, coarser logging)")
+    train.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                       help="continue the run in DIR from its newest intact checkpoint; the rows after it are "
+                            "the ones an uninterrupted run writes (--frames/--generations may extend it)")
+    train.add_argument("--force", action="store_true", help="overwrite the results of another run in --out")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                       help="checkpoint every N generations (default 5; 0: only at the end and on Ctrl-C)")
+    train.add_argument("--keep-checkpoints", type=int, default=None, metavar="K",
+                       help="keep the newest K checkpoints (default 3)")
+    train.add_argument("--no-replay-in-checkpoint", action="store_true",
+                       help="leave the replay buffer out of checkpoints (smaller; a resume then starts with an "
+                            "empty buffer and is no longer exact)")
+    train.add_argument("--generations-per-call", type=int, default=None,
+                       help="generations per compiled call (more: less host overhead, coarser logging; default 1)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard events to OUT/tensorboard (needs tensorboardX)")
     train.add_argument("--analyze-every", type=int, default=0, metavar="N",
                        help="run the operator study (pderl-jax analyze) every N generations into OUT/analysis; "
                             "extra episodes are not counted as frames (default 0: never)")
@@ -163,6 +299,36 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument("--seed", type=int, default=0, help="random seed of the study")
     analyze.add_argument("--out", type=Path, default=None, help="output folder (default RUN/analysis)")
 
+    for name, help_text in (("evaluate", "test episodes of a run's champion and RL actor (mean and std return)"),
+                            ("render", "one episode of a run's champion as brax HTML or a GIF/MP4 of MuJoCo frames")):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("run", type=Path, nargs="?", default=None, help="a results folder of pderl-jax train")
+        command.add_argument("--official", type=Path, default=None, metavar="FILE",
+                             help="an official PDERL actor state dict (evo_net.pkl) instead of a run; needs --env")
+        command.add_argument("--env", default="halfcheetah", metavar="TASK", help="task of --official (a brax "
+                             "task name or a Gymnasium id)")
+        command.add_argument("--backend", default=None, choices=["brax", "gymnasium"], help="backend of --official")
+        command.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help="brax physics of --official")
+        command.add_argument("--episode-length", type=int, default=1000, help="time limit of --official episodes")
+        command.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                             help="network settings of --official, e.g. network.actor_hidden=400,300")
+        command.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
+        if name == "evaluate":
+            command.add_argument("--episodes", type=int, default=10, help="episodes per actor (default 10)")
+            command.add_argument("--json", type=Path, default=None, help="also write the returns to this JSON file")
+        else:
+            command.add_argument("--actor", default="champion", choices=["champion", "rl"],
+                                 help="which actor of a run (default champion)")
+            command.add_argument("--out", type=Path, default=None,
+                                 help="output file: .html (brax), .gif or .mp4 (native MuJoCo; mp4 needs "
+                                      "imageio[ffmpeg]); default RUN/episode.html or .gif")
+            command.add_argument("--max-steps", type=int, default=None, help="stop the episode after this many steps")
+
+    plot = sub.add_parser("plot", help="learning curves (95%% interval across seeds), population spread and RL "
+                                       "selection rates of runs, as PNG")
+    plot.add_argument("runs", type=Path, nargs="+", help="run folders, sweep folders or folders of runs")
+    plot.add_argument("--out", type=Path, default=None, help="output folder (default: the run, or results/plots)")
+
     memory = sub.add_parser("memory", help="print the memory estimate of a task's configuration")
     memory.add_argument("--env", default="halfcheetah", choices=TASKS)
     memory.add_argument("--obs-dim", type=int, default=17)
@@ -173,35 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     try:
         overrides = parse_overrides(getattr(args, "set", []))
-        if args.command in ("train", "demo", "sweep"):
+        if args.command in ("demo", "sweep"):
             learner = args.learner or (args.mode if args.mode in LEARNER_MODES else "ddpg")
             overrides = {"mode": args.mode, "learner.algorithm": learner, **overrides}
             if args.command != "sweep":
                 overrides["seed"] = args.seed
         if args.command == "train":
-            if args.frames is not None:
-                overrides["frames"] = args.frames
-            from pderl_jax.envs import make_environment, resolve_task
-
-            task = resolve_task(args.env)
-            backend = args.backend or ("brax" if args.env in TASKS else "gymnasium")
-            config = load_config(task, overrides)
-            if args.generations_per_call < 1:
-                raise ConfigError("--generations-per-call must be at least 1")
-            if args.analyze_every < 0:
-                raise ConfigError("--analyze-every must be 0 (never) or a positive number of generations")
-            from pderl_jax.training.loop import train
-
-            env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
-            out = args.out or Path("results") / f"{args.env}-{args.mode}-seed{args.seed}"
-            print(f"pderl-jax train: {config.mode} with {config.learner.algorithm} on {env.description}, "
-                  f"{config.frames} frames, seed {config.seed} -> {out}")
-            train(config, env, out, args.generations_per_call, progress=not args.no_progress,
-                  analyze_every=args.analyze_every)
+            return run_train(args, overrides)
         elif args.command == "sweep":
             return run_sweep(args, overrides)
         elif args.command == "analyze":
             return run_analyze(args)
+        elif args.command == "evaluate":
+            return run_evaluate(args)
+        elif args.command == "render":
+            return run_render(args)
+        elif args.command == "plot":
+            return run_plot(args)
         elif args.command == "demo":
             config = load_config(args.env, overrides)
             if args.generations < 1:
@@ -220,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
 
             config = load_config(args.env, overrides)
             print(format_memory_estimate(memory_estimate(config, args.obs_dim, args.action_dim)))
+    except TrainingDiverged as error:
+        print(f"pderl-jax: stopped: {error}", file=sys.stderr)
+        return 3
     except ConfigError as error:
         print(f"pderl-jax: error: {error}", file=sys.stderr)
         return 2

@@ -36,6 +36,10 @@ class ConfigError(ValueError):
     """An invalid configuration value; the message names the field and what is allowed."""
 
 
+class TrainingDiverged(ConfigError):
+    """A loss, parameter or return became NaN or infinite; the run stopped before checkpointing it."""
+
+
 def static(default):
     return struct.field(pytree_node=False, default=default)
 

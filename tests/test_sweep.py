@@ -14,7 +14,7 @@ from toy_envs import CounterEnv
 
 from pderl_jax.cli import main
 from pderl_jax.config import ConfigError, load_config
-from pderl_jax.training.loop import train
+from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, sweepable_fields, train_sweep
 
 SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,
@@ -69,7 +69,7 @@ def test_a_sweep_equals_its_runs_done_one_by_one(tmp_path):
     assert [(int(r["seed"]), float(r["learner.actor_lr"])) for r in table] == [(3, 5e-5), (4, 5e-5), (3, 1e-3), (4, 1e-3)]
     for run in (runs[1], runs[2]):
         single = tmp_path / f"single_{run.index}"
-        train(run.config, CounterEnv(), single, progress=False, print_fn=lambda _: None)
+        train(run.config, CounterEnv(), single, RunOptions(progress=False), print_fn=lambda _: None)
         swept = tmp_path / "sweep" / f"run_{run.index:03d}"
         assert_same_rows(read(swept / "metrics.csv"), read(single / "metrics.csv"), f"run {run.index}")
         config = json.loads((swept / "config.json").read_text())
@@ -91,13 +91,13 @@ SHARDING_SCRIPT = textwrap.dedent("""
     import jax
     from toy_envs import CounterEnv
     from pderl_jax.config import load_config
-    from pderl_jax.training.loop import train
+    from pderl_jax.training.loop import RunOptions, train
     from pderl_jax.training.sweep import expand_runs, train_sweep
     base = load_config("hopper", {small!r})
     out = {out!r}
     train_sweep(base, expand_runs(base, [0, 1, 2, 3], {{}}), CounterEnv(), out + "/sweep", progress=False,
                 print_fn=print)
-    train(base.replace(seed=5), CounterEnv(), out + "/single", progress=False, print_fn=print)
+    train(base.replace(seed=5), CounterEnv(), out + "/single", RunOptions(progress=False), print_fn=print)
     print("devices", len(jax.devices()))
 """)
 

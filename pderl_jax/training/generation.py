@@ -33,6 +33,7 @@ TEST_EPISODES = 5  # official champion and RL test episodes per generation
 @struct.dataclass
 class TrainState:
     population: dict | None  # stacked actor params [k, ...]; None in the learner-only modes
+    champion: dict | None  # the best member of the latest evaluation (what `champion_test` ran)
     memories: RingBuffer | None  # genetic memories [k, kappa, ...]
     rl_memory: RingBuffer | None  # the RL actor's genetic memory [kappa, ...]
     replay: RingBuffer  # shared replay buffer
@@ -75,8 +76,10 @@ class Trainer:
         evo, env = self.config.evolution, self.env
         key, pop_key, learner_key = jax.random.split(key, 3)
         evolutionary = self.config.has_population
+        population = init_population(pop_key, self.actor, env.obs_dim, evo.pop_size) if evolutionary else None
         return TrainState(
-            population=init_population(pop_key, self.actor, env.obs_dim, evo.pop_size) if evolutionary else None,
+            population=population,
+            champion=jax.tree.map(lambda x: x[0], population) if evolutionary else None,
             memories=(memories_init(evo.pop_size, evo.genetic_memory_capacity, env.obs_dim, env.action_dim)
                       if evolutionary else None),
             rl_memory=ring_init(evo.genetic_memory_capacity, env.obs_dim, env.action_dim) if evolutionary else None,
@@ -109,9 +112,12 @@ class Trainer:
 
     def test_actor(self, key, params):
         """Mean return of TEST_EPISODES deterministic episodes; nothing stored or counted."""
+        return self.episode_returns(key, params, TEST_EPISODES).mean()
+
+    def episode_returns(self, key, params, episodes: int) -> jax.Array:
+        """Returns of `episodes` deterministic episodes of one actor (no noise, nothing stored)."""
         policy = lambda p, obs, _: (self.apply_actor(p, obs), p)
-        episodes, _ = rollout(self.env, key, TEST_EPISODES, policy, params)
-        return episodes.episode_return.mean()
+        return rollout(self.env, key, episodes, policy, params)[0].episode_return
 
     def explore(self, key, learner_state: LearnerState, hparams: Config | None = None):
         """One episode of the RL actor with exploration noise (noise state carried, never reset)."""
@@ -169,7 +175,7 @@ class Trainer:
         memories = _select(sync, synced_memories, memories)
 
         new_state = TrainState(
-            population=population, memories=memories, rl_memory=rl_memory, replay=replay,
+            population=population, champion=champion, memories=memories, rl_memory=rl_memory, replay=replay,
             learner=learner_state, selection=selection, rl_slot=jnp.where(sync, slot, -1).astype(jnp.int32),
             generation=generation, frames=state.frames + generation_frames, key=key,
         )

@@ -1,0 +1,516 @@
+"""Learning curves across runs and seeds: mean with a 95% Student-t band, as PNGs and `curves.json`.
+
+`find_runs` collects training runs (a run folder, a sweep folder, or a folder of either) and
+groups them by what they are (task, mode, learner, swept values); `plot_runs` puts every run of a
+group on a common grid of frames (and of wall-clock seconds) and draws the mean with a 95%
+confidence band of the mean across runs; `plot_single_run` is the quick one-run figure that a
+training run writes at its end.
+
+The figures are drawn with `matplotlib.figure.Figure` on the Agg canvas, so neither a display
+nor pyplot's global state is involved.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from pderl_jax.config import EVOLUTIONARY_MODES, ConfigError
+
+# The columns of a run's metrics.csv (as pderl_jax.training.loop.CSV_COLUMNS; repeated here so that
+# reading results does not import the training code). Columns a file lacks read as NaN.
+METRIC_COLUMNS = ("generation", "frames", "wall_s", "best_fitness", "pop_mean", "pop_min", "pop_max",
+                  "champion_test", "rl_test", "critic_loss", "actor_loss", "elite_rate", "selected_rate",
+                  "discarded_rate", "synced")
+RATE_COLUMNS = ("elite_rate", "selected_rate", "discarded_rate")
+POPULATION_COLUMNS = ("pop_mean", "pop_min", "pop_max")
+# What curves.json holds, per x axis.
+QUANTITIES = {
+    "frames": ("champion_test", "rl_test", *POPULATION_COLUMNS, *RATE_COLUMNS),
+    "wall_s": ("champion_test", "rl_test"),
+}
+GRID_POINTS = 200
+CONFIDENCE = 0.95
+
+
+@dataclasses.dataclass(eq=False)
+class RunRecord:
+    """One training run: its folder, group label, seed, config.json and metrics.csv columns."""
+
+    path: Path
+    label: str
+    seed: int | None
+    config: dict
+    metrics: dict[str, np.ndarray]  # every METRIC_COLUMNS entry (and any other column), float64
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task", "?"))
+
+    @property
+    def mode(self) -> str:
+        return str(self.config.get("mode", "?"))
+
+    @property
+    def rows(self) -> int:
+        return len(self.metrics["frames"])
+
+    @property
+    def has_population(self) -> bool:
+        """An evolutionary mode that logged a finite population fitness."""
+        return self.mode in EVOLUTIONARY_MODES and bool(np.isfinite(self.metrics["pop_mean"]).any())
+
+    @property
+    def has_selection_rates(self) -> bool:
+        return self.mode in EVOLUTIONARY_MODES and bool(np.isfinite(self.metrics["elite_rate"]).any())
+
+
+# ----------------------------------------------------------------------------------- finding runs
+
+
+def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[RunRecord]:
+    """The runs under `paths`: run folders, sweep folders (their run_<i>/) or folders of either.
+
+    A run folder holds `metrics.csv` and `config.json`. Any other folder is searched one level
+    down: its run folders are taken, and its sweep folders (holding run_<i>/ run folders) are
+    expanded. Raises `ConfigError` naming the path when a path holds no run. A run reached by two
+    paths is listed once. Labels are assigned over the whole set (see `_assign_labels`).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ConfigError("no run folders given")
+    run_dirs: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        for run_dir in _run_dirs(path):
+            key = run_dir.resolve()
+            if key not in seen:
+                seen.add(key)
+                run_dirs.append(run_dir)
+    records = [_record(d) for d in run_dirs]
+    _assign_labels(records)
+    return records
+
+
+def _record(run_dir: Path) -> RunRecord:
+    config = _read_config(run_dir / "config.json")
+    seed = config.get("seed")
+    return RunRecord(path=run_dir, label="", seed=int(seed) if isinstance(seed, (int, float)) else None,
+                     config=config, metrics=read_metrics(run_dir / "metrics.csv"))
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "metrics.csv").is_file() and (path / "config.json").is_file()
+
+
+def _children(path: Path) -> list[Path]:
+    def natural(p: Path):
+        return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.name)]
+
+    try:
+        return sorted((p for p in path.iterdir() if p.is_dir()), key=natural)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot list the folder ({e.strerror})") from None
+
+
+def _run_dirs(path: Path) -> list[Path]:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.name in ("metrics.csv", "config.json", "summary.json"):
+            path = path.parent  # a file of a run folder stands for the folder
+        else:
+            raise ConfigError(f"{path}: expected a run folder (metrics.csv + config.json), a sweep folder or a "
+                              f"folder of runs, got a file")
+    if _is_run(path):
+        return [path]
+    if (path / "metrics.csv").is_file():
+        raise ConfigError(f"{path}: has metrics.csv but no config.json, so the run cannot be labelled")
+    found = []
+    for child in _children(path):
+        if _is_run(child):
+            found.append(child)
+        else:  # a sweep folder one level down: its run_<i>/
+            found.extend(g for g in _children(child) if g.name.startswith("run_") and _is_run(g))
+    if not found:
+        raise ConfigError(f"{path}: no training runs found (looked for metrics.csv + config.json in the folder, "
+                          f"in its subfolders and in their run_<i>/ folders)")
+    return found
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A metrics.csv as float64 columns; every METRIC_COLUMNS entry is present (NaN where missing).
+
+    Empty cells and cells of a truncated last line (a run still writing) read as NaN.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            lines = [row for row in reader if row]
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the metrics ({e.strerror})") from None
+    if header is None:
+        lines, header = [], []
+    columns = list(dict.fromkeys([*header, *METRIC_COLUMNS]))
+    data = np.full((len(lines), len(columns)), np.nan)
+    for i, row in enumerate(lines):
+        for j, cell in enumerate(row[: len(header)]):
+            cell = cell.strip()
+            if cell:
+                try:
+                    data[i, j] = float(cell)
+                except ValueError:
+                    raise ConfigError(f"{path}, line {i + 2}, column {header[j]!r}: {cell!r} is not a number") from None
+    return {name: data[:, j].copy() for j, name in enumerate(columns)}
+
+
+def _sweep_label(values: dict) -> str:
+    short = [name.rsplit(".", 1)[-1] for name in values]
+    names = [s if short.count(s) == 1 else name for s, name in zip(short, values)]
+    return " ".join(f"{n}={v:g}" if isinstance(v, (int, float)) else f"{n}={v}" for n, v in zip(names, values.values()))
+
+
+def _group_parts(record: RunRecord) -> dict:
+    config = record.config
+    learner = config.get("learner", {}).get("algorithm") if isinstance(config.get("learner"), dict) else None
+    environment = config.get("environment") if isinstance(config.get("environment"), dict) else {}
+    sweep = config.get("sweep") if isinstance(config.get("sweep"), dict) else {}
+    return {"task": record.task, "backend": environment.get("backend"), "mode": record.mode,
+            "learner": learner, "sweep": sweep}
+
+
+def _assign_labels(records: list[RunRecord]) -> None:
+    """Group label = mode, with the task (backend, learner) added when the runs span several, and the
+    swept values of sweep runs: "pderl", "hopper td3", "pderl (td3 learner) actor_lr=0.0001"."""
+    parts = [_group_parts(r) for r in records]
+    several = lambda key, which=parts: len({repr(p[key]) for p in which}) > 1
+    tasks, backends = several("task"), several("backend")
+    learners = several("learner", [p for p in parts if p["mode"] in EVOLUTIONARY_MODES])
+    for record, p in zip(records, parts):
+        words = [p["task"]] if tasks else []
+        if backends:
+            words.append(f"[{p['backend']}]")
+        words.append(p["mode"])
+        if learners and p["mode"] in EVOLUTIONARY_MODES:
+            words.append(f"({p['learner']} learner)")
+        if p["sweep"]:
+            words.append(_sweep_label(p["sweep"]))
+        record.label = " ".join(words)
+
+
+def group_runs(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    """label -> its runs, labels in order of first appearance."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(record.label, []).append(record)
+    return groups
+
+
+# ------------------------------------------------------------------------------------- statistics
+
+
+def confidence_band(curves, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean across runs and a two-sided Student-t interval of the mean, per point.
+
+    `curves` is [runs, points] (a 1-D array is one run). NaNs are ignored per point: with n finite
+    values the interval is mean +- t_{(1+confidence)/2, n-1} * s / sqrt(n) (s with ddof 1); with
+    fewer than 2 the interval is the mean itself, and with none all three are NaN. float64.
+    """
+    from scipy.stats import t
+
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.ndim == 1:
+        curves = curves[None]
+    if curves.ndim != 2:
+        raise ValueError(f"curves must be [runs, points], got shape {curves.shape}")
+    finite = np.isfinite(curves)
+    n = finite.sum(axis=0)
+    values = np.where(finite, curves, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, values.sum(axis=0) / n, np.nan)
+        squares = np.where(finite, (curves - mean) ** 2, 0.0).sum(axis=0)
+        sem = np.sqrt(squares / (n - 1) / n)
+        half = t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)) * sem
+    half = np.where(n >= 2, half, 0.0)
+    return mean, mean - half, mean + half
+
+
+def interpolate_curves(x_list: Sequence, y_list: Sequence, grid) -> np.ndarray:
+    """Runs logged at different x (frames, seconds) on a common grid, as step functions: [runs, points].
+
+    At each grid point a run's value is that of its last row with x at or before the point (so
+    after its last row it keeps its last value), NaN before its first row. Rows with a NaN x are
+    dropped; rows are taken in x order (stable, so of equal x the later row wins).
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    if grid.ndim != 1:
+        raise ValueError(f"grid must be 1-D, got shape {grid.shape}")
+    if len(x_list) != len(y_list):
+        raise ValueError(f"{len(x_list)} x arrays but {len(y_list)} y arrays")
+    out = np.full((len(x_list), len(grid)), np.nan)
+    for i, (x, y) in enumerate(zip(x_list, y_list)):
+        x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"run {i}: x has {x.size} values but y has {y.size}")
+        keep = ~np.isnan(x)
+        x, y = x[keep], y[keep]
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+        index = np.searchsorted(x, grid, side="right") - 1
+        out[i] = np.where(index >= 0, y[np.maximum(index, 0)] if len(y) else np.nan, np.nan)
+    return out
+
+
+def _grid(records: Sequence[RunRecord], column: str, points: int = GRID_POINTS) -> np.ndarray:
+    firsts, lasts = [], []
+    for r in records:
+        x = r.metrics[column][np.isfinite(r.metrics[column])]
+        if len(x):
+            firsts.append(x.min())
+            lasts.append(x.max())
+    if not firsts:
+        return np.zeros(0)
+    lo, hi = min(firsts), max(lasts)
+    return np.array([lo]) if hi <= lo else np.linspace(lo, hi, points)
+
+
+def group_curves(records: Sequence[RunRecord], x_column: str, y_column: str, grid) -> dict[str, np.ndarray]:
+    """The runs' `y_column` on `grid` (over `x_column`): {"values" [runs, points], "mean", "low", "high", "n"}.
+
+    Grid points past the group's last logged x (its longest run) are NaN: the group has no data
+    there. Inside that span a run that ended earlier keeps its last value (see `interpolate_curves`).
+    """
+    grid = np.asarray(grid, np.float64)
+    values = interpolate_curves([r.metrics[x_column] for r in records], [r.metrics[y_column] for r in records], grid)
+    lasts = [np.nanmax(r.metrics[x_column]) for r in records if np.isfinite(r.metrics[x_column]).any()]
+    if lasts:
+        values[:, grid > max(lasts)] = np.nan
+    mean, low, high = confidence_band(values)
+    return {"values": values, "mean": mean, "low": low, "high": high, "n": np.isfinite(values).sum(axis=0)}
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, axes.ravel()
+
+
+def _save(fig, path: Path) -> Path:
+    from matplotlib.ticker import EngFormatter
+
+    for ax in fig.axes:
+        if ax.get_xlabel() == "frames":
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 1.5M, not 1500000
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _band(ax, x, curve: dict, colour, label: str | None, runs: int, linestyle: str = "-", band: bool = True):
+    marker = "o" if np.isfinite(curve["mean"]).sum() == 1 else None
+    ax.plot(x, curve["mean"], color=colour, linestyle=linestyle, drawstyle="steps-post", label=label, marker=marker,
+            markersize=3)
+    if band and runs >= 2:
+        ax.fill_between(x, curve["low"], curve["high"], color=colour, alpha=0.2, step="post", linewidth=0)
+
+
+def _runs(runs: Sequence) -> str:
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+
+
+def _json_floats(values) -> list:
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, np.float64)]
+
+
+def plot_runs(paths, out_dir: str | os.PathLike) -> list[Path]:
+    """Curves of every group of runs under `paths` (see `find_runs`) into `out_dir`; returns the files written.
+
+    Writes `learning_curves.png` (champion test return vs frames and vs wall-clock seconds, mean and
+    95% band per group, the RL actor's test dashed), `population_spread.png` (mean pop_min..pop_max
+    band and pop_mean per group with a population), `selection_rates.png` (the RL actor's elite /
+    selected / discarded rates per evolutionary group) and `curves.json` (the grids and, per group
+    and quantity, mean / low / high / n; null where undefined). The last two PNGs are skipped when
+    no group has a population; a stale copy from an earlier call is not removed.
+    """
+    records = [r for r in find_runs(paths) if r.rows > 0]
+    if not records:
+        raise ConfigError(f"{', '.join(str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths))}"
+                          f": the runs found have no metrics rows yet")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(records)
+    colours = dict(zip(groups, _colours(len(groups))))
+    grids = {axis: _grid(records, axis) for axis in QUANTITIES}
+    stats: dict[str, dict[str, dict[str, dict]]] = {}
+    for label, runs in groups.items():
+        stats[label] = {}
+        for axis, quantities in QUANTITIES.items():
+            stats[label][axis] = {}
+            for q in quantities:
+                if any(np.isfinite(r.metrics[q]).any() for r in runs):
+                    stats[label][axis][q] = group_curves(runs, axis, q, grids[axis])
+    written = []
+
+    # learning curves: champion (solid, band) and RL actor (dashed) vs frames and vs seconds
+    fig, axes = _figure(12, 4.4, ncols=2)
+    for ax, axis, xlabel in zip(axes, ("frames", "wall_s"), ("frames", "wall-clock seconds")):
+        for label, runs in groups.items():
+            curves = stats[label][axis]
+            population = any(r.has_population for r in runs)
+            if "champion_test" in curves:
+                _band(ax, grids[axis], curves["champion_test"], colours[label], f"{label} ({_runs(runs)})", len(runs))
+            if population and "rl_test" in curves:  # learner-only modes: the RL actor is the champion
+                _band(ax, grids[axis], curves["rl_test"], colours[label], None, len(runs), "--", band=False)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test return")
+        ax.grid(alpha=0.3)
+    if any(r.has_population for r in records):
+        axes[0].plot([], [], color="grey", linestyle="--", label="RL actor (dashed)")
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("champion test return (mean, 95% band of the mean)")
+    axes[1].set_title("against wall-clock time")
+    written.append(_save(fig, out_dir / "learning_curves.png"))
+
+    population_groups = [label for label, runs in groups.items() if any(r.has_population for r in runs)]
+    if population_groups:
+        ncols = min(3, len(population_groups))
+        nrows = math.ceil(len(population_groups) / ncols)
+        fig, axes = _figure(4.6 * ncols, 3.6 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+        for ax, label in zip(axes, population_groups):
+            curves, colour, x = stats[label]["frames"], colours[label], grids["frames"]
+            if "pop_min" in curves and "pop_max" in curves:
+                ax.fill_between(x, curves["pop_min"]["mean"], curves["pop_max"]["mean"], color=colour, alpha=0.2,
+                                step="post", linewidth=0, label="pop min..max")
+            if "pop_mean" in curves:
+                _band(ax, x, curves["pop_mean"], colour, "pop mean", len(groups[label]), band=False)
+            if "champion_test" in curves:
+                _band(ax, x, curves["champion_test"], "black", "champion test", len(groups[label]), ":", band=False)
+            ax.set_title(f"{label} ({_runs(groups[label])})", fontsize=9)
+            ax.set_xlabel("frames")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in axes[len(population_groups):]:
+            ax.set_visible(False)
+        axes[0].set_ylabel("fitness (mean over runs)")
+        fig.suptitle("Population fitness spread")
+        written.append(_save(fig, out_dir / "population_spread.png"))
+
+    rate_groups = [label for label, runs in groups.items() if any(r.has_selection_rates for r in runs)]
+    if rate_groups:
+        fig, axes = _figure(13, 3.8, ncols=3, sharey=True)
+        for ax, column in zip(axes, RATE_COLUMNS):
+            for label in rate_groups:
+                if column in stats[label]["frames"]:
+                    _band(ax, grids["frames"], stats[label]["frames"][column], colours[label], label,
+                          len(groups[label]))
+            ax.set_title(column.replace("_", " ").replace("rate", "share"))
+            ax.set_xlabel("frames")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("share of RL-actor syncs")
+        axes[0].legend(fontsize=8)
+        fig.suptitle("Selection of the synced RL actor (paper Figure 11), mean and 95% band")
+        written.append(_save(fig, out_dir / "selection_rates.png"))
+
+    summary = {
+        "confidence": CONFIDENCE,
+        "grid": {axis: _json_floats(grid) for axis, grid in grids.items()},
+        "groups": {
+            label: {
+                "runs": [str(r.path) for r in groups[label]],
+                "seeds": [r.seed for r in groups[label]],
+                **_group_parts(groups[label][0]),
+                **{axis: {q: {k: (_json_floats(c[k]) if k != "n" else c[k].tolist())
+                              for k in ("mean", "low", "high", "n")}
+                          for q, c in per_axis.items()}
+                   for axis, per_axis in stats[label].items()},
+            }
+            for label in groups
+        },
+        "figures": [p.name for p in written],
+    }
+    json_path = out_dir / "curves.json"
+    json_path.write_text(json.dumps(summary, indent=1))
+    return [*written, json_path]
+
+
+def plot_single_run(run_dir: str | os.PathLike) -> Path:
+    """`run_dir/learning_curve.png`: champion and RL actor test return vs frames, population band if any.
+
+    For the end of a training run: reads only metrics.csv (and config.json for the title, if
+    readable); a run with zero or one row gives a (nearly empty) figure rather than an error.
+    """
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir / "metrics.csv")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        title = f"{config.get('task', '')} {config.get('mode', '')} seed {config.get('seed', '?')}".strip()
+    except (OSError, ValueError, AttributeError):
+        config, title = {}, run_dir.name
+    x = metrics["frames"]
+    marker = "o" if len(x) <= 1 else None
+    fig, (ax,) = _figure(7, 4)
+    population = np.isfinite(metrics["pop_mean"]).any()
+    if np.isfinite(metrics["pop_min"]).any() and np.isfinite(metrics["pop_max"]).any():
+        ax.fill_between(x, metrics["pop_min"], metrics["pop_max"], color="tab:blue", alpha=0.15, step="post",
+                        linewidth=0, label="population min..max")
+        if len(x) == 1:  # a band of one point is invisible: a vertical bar instead
+            ax.vlines(x, metrics["pop_min"], metrics["pop_max"], color="tab:blue", alpha=0.3, linewidth=6)
+    if population:
+        ax.plot(x, metrics["pop_mean"], color="tab:blue", alpha=0.6, lw=0.8, drawstyle="steps-post",
+                marker=marker, label="population mean")
+    ax.plot(x, metrics["champion_test"], color="tab:red", drawstyle="steps-post", marker=marker,
+            label="champion test" if population else "RL actor test")
+    if population:
+        ax.plot(x, metrics["rl_test"], color="tab:green", linestyle="--", drawstyle="steps-post", marker=marker,
+                label="RL actor test")
+    if not len(x):
+        ax.text(0.5, 0.5, "no generations logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("frames")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(x):
+        ax.legend(fontsize=8)
+    return _save(fig, run_dir / "learning_curve.png")
+
+
+__all__ = ["RunRecord", "confidence_band", "find_runs", "group_curves", "group_runs", "interpolate_curves",
+           "plot_runs", "plot_single_run", "read_metrics"]

@@ -1,0 +1,219 @@
+"""Render one episode of a policy to a file, to look at what an actor does.
+
+brax tasks are written as brax's interactive HTML viewer (or as GIF/MP4 frames); native MuJoCo
+(Gymnasium) tasks as GIF or MP4. Frames are drawn offscreen with `mujoco.Renderer`, so no display
+is needed: MuJoCo's OpenGL runs through EGL, or through OSMesa where EGL is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import importlib
+import os
+import sys
+from pathlib import Path
+
+# MuJoCo picks its OpenGL backend from MUJOCO_GL once, when first imported, and defaults to glfw,
+# which needs a display. Name a headless one instead, but only one whose library exists: a
+# missing one would make `import mujoco` itself fail.
+for _backend, _library in (("egl", "EGL"), ("osmesa", "OSMesa")):
+    if ctypes.util.find_library(_library):
+        os.environ.setdefault("MUJOCO_GL", _backend)
+        break
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pderl_jax.config import ConfigError
+from pderl_jax.envs import BraxEnvironment, GymnasiumEnvironment
+
+FORMATS = {"brax": (".html", ".gif", ".mp4"), "gymnasium": (".gif", ".mp4")}
+MAX_GIF_FPS = 50  # GIF delays count 1/100 s, and viewers slow delays under 2/100 s right down
+
+_gl_backend: str | None = None
+
+
+def headless_gl() -> str:
+    """Make `mujoco.Renderer` work without a display; returns the OpenGL backend it uses.
+
+    The backend MuJoCo chose at import is kept when it can draw a tiny scene; otherwise EGL, then
+    OSMesa, is swapped in (the renderer looks its context class up on each construction). Raises
+    a ConfigError naming MUJOCO_GL when none works.
+    """
+    global _gl_backend
+    if _gl_backend is not None:
+        return _gl_backend
+    import mujoco
+
+    gl_context = importlib.import_module(mujoco.Renderer.__module__).gl_context
+    chosen = getattr(gl_context, "_MUJOCO_GL", "") or "glfw"
+    # glfw without a display only fails, noisily; skip it.
+    candidates = [chosen] if chosen != "glfw" or os.environ.get("DISPLAY") else []
+    errors = {}
+    for backend in dict.fromkeys(candidates + ["egl", "osmesa"]):
+        try:
+            if backend != chosen:
+                gl_context.GLContext = _load_gl_context(backend)
+            model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='.1'/></worldbody></mujoco>")
+            with mujoco.Renderer(model, 8, 8) as renderer:
+                renderer.update_scene(mujoco.MjData(model))
+                renderer.render()
+            _gl_backend = backend
+            return backend
+        except Exception as error:  # noqa: BLE001 - any failure means: try the next backend
+            errors[backend] = f"{type(error).__name__}: {error}"
+    tried = "; ".join(f"MUJOCO_GL={name}: {message}" for name, message in errors.items())
+    raise ConfigError("no headless OpenGL for MuJoCo rendering (install EGL, e.g. libegl1, or OSMesa, "
+                      f"e.g. libosmesa6, and set MUJOCO_GL=egl or osmesa); tried {tried}")
+
+
+def _load_gl_context(backend: str):
+    """MuJoCo's GLContext class for `backend` ("egl" or "osmesa")."""
+    # PyOpenGL binds one platform (PYOPENGL_PLATFORM) on its first import; after a failed
+    # backend, forget that binding so the next one can make its own.
+    if os.environ.get("PYOPENGL_PLATFORM", backend) != backend:
+        del os.environ["PYOPENGL_PLATFORM"]
+        for name in [name for name in sys.modules if name == "OpenGL" or name.startswith("OpenGL.")]:
+            del sys.modules[name]
+    return importlib.import_module(f"mujoco.{backend}").GLContext
+
+
+def render_episode(env, apply_actor, params, path, seed: int = 0, max_steps: int | None = None,
+                   fps: float | None = None, width: int = 320, height: int = 240) -> dict:
+    """Run one deterministic episode of `apply_actor(params, obs)` on `env` and write it to `path`.
+
+    The episode starts from `seed` and ends at termination or after `env.episode_length` steps
+    (`max_steps` when given). The suffix of `path` picks the format: .html (brax only: brax's
+    viewer), .gif, or .mp4 (needs imageio-ffmpeg). There is one frame per step, showing the state
+    after it, from a side camera following the robot; `fps` defaults to real time (one frame per
+    control step of the env), capped at MAX_GIF_FPS for GIFs.
+
+    Returns {"path", "frames" (steps rendered), "return" (undiscounted), "format"}.
+    """
+    path = Path(path)
+    if isinstance(env, BraxEnvironment):
+        kind = "brax"
+    elif isinstance(env, GymnasiumEnvironment):
+        kind = "gymnasium"
+    else:
+        raise ConfigError(f"cannot render {type(env).__name__}; render_episode takes a brax or gymnasium environment")
+    fmt = path.suffix.lower()
+    if fmt not in FORMATS[kind]:
+        hint = " (the .html viewer is brax's)" if fmt == ".html" else ""
+        raise ConfigError(f"cannot render {env.description} to {path.name!r}: "
+                          f"use a path ending in {', '.join(FORMATS[kind])}{hint}")
+    if fmt == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError as error:
+            raise ConfigError("writing .mp4 needs imageio-ffmpeg: `pip install 'imageio[ffmpeg]'`, "
+                              "or render to .gif") from error
+    steps = env.episode_length if max_steps is None else int(max_steps)
+    if steps <= 0:
+        raise ConfigError(f"max_steps must be positive, got {max_steps}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    policy = jax.jit(apply_actor)
+
+    if kind == "brax":
+        states, total, dt = _brax_episode(env, policy, params, seed, steps)
+        frames = len(states)
+        if fmt == ".html":
+            from brax.io import html
+
+            path.write_text(html.render(env._env.sys, states, height="100vh", colab=False))
+        else:
+            _write_video(path, _brax_images(env, states, width, height), fps or 1 / dt)
+    else:
+        images, total, dt = _gymnasium_episode(env, policy, params, seed, steps, width, height)
+        frames = len(images)
+        _write_video(path, images, fps or 1 / dt)
+    return {"path": str(path), "frames": frames, "return": total, "format": fmt[1:]}
+
+
+def _brax_episode(env: BraxEnvironment, policy, params, seed: int, steps: int):
+    """The brax pipeline states after each step (what brax's renderers draw), the return and dt."""
+
+    def episode(params, key):  # reset and all `steps` steps in one compilation; cut at `done` below
+        def step(state, _):
+            state, _, reward, done = env.step(state, policy(params, state.obs))
+            return state, (state.pipeline.pipeline_state, reward, done)
+
+        return jax.lax.scan(step, env.reset(key), length=steps)[1]
+
+    trajectory, rewards, dones = jax.device_get(jax.jit(episode)(params, jax.random.key(seed)))
+    if trajectory is None:  # a brax env not built on a physics pipeline
+        raise ConfigError(f"{env.description} keeps no pipeline state to render")
+    length = int(np.argmax(dones)) + 1 if dones.any() else steps
+    states = [jax.tree.map(lambda x, t=t: x[t], trajectory) for t in range(length)]
+    return states, float(np.sum(rewards[:length], dtype=np.float64)), float(env._env.dt)
+
+
+def _brax_images(env: BraxEnvironment, states: list, width: int, height: int) -> list:
+    try:
+        from brax.io import image
+    except ImportError as error:
+        raise ConfigError(f"brax.io.image is unavailable here ({error}); render brax tasks to .html") from error
+    headless_gl()
+    _prepare_model(env._env.sys.mj_model, width, height)
+    return image.render_array(env._env.sys, states, height=height, width=width, camera=_tracking_camera())
+
+
+def _gymnasium_episode(env: GymnasiumEnvironment, policy, params, seed: int, steps: int, width: int, height: int):
+    """Frames of one episode on a host copy of the task, as `GymnasiumEnvironment` steps it."""
+    import gymnasium
+    import mujoco
+
+    headless_gl()
+    host = gymnasium.make(env.env_id, **env.env_kwargs).unwrapped
+    low, high = host.action_space.low.astype(np.float64), host.action_space.high.astype(np.float64)
+    centre, half_range = (high + low) / 2, (high - low) / 2  # actor outputs [-1, 1] onto the action box
+    _prepare_model(host.model, width, height)
+    renderer, camera = mujoco.Renderer(host.model, height, width), _tracking_camera()
+    images, total = [], 0.0
+    try:
+        obs, _ = host.reset(seed=seed)
+        for _ in range(steps):
+            action = np.asarray(policy(params, jnp.asarray(obs, jnp.float32)), np.float64)
+            obs, reward, terminated, _, _ = host.step(centre + half_range * action)
+            total += float(reward)
+            renderer.update_scene(host.data, camera)
+            images.append(renderer.render())
+            if terminated:
+                break
+    finally:
+        renderer.close()
+        host.close()
+    return images, total, float(host.dt)
+
+
+def _tracking_camera():
+    """A camera beside the robot that follows its root body (runs soon leave any fixed view)."""
+    import mujoco
+
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    camera.trackbodyid = 1
+    camera.distance, camera.azimuth, camera.elevation = 4.0, 90.0, -20.0
+    return camera
+
+
+def _prepare_model(model, width: int, height: int) -> None:
+    """Set the model's (visual-only) options for offscreen frames of width x height.
+
+    The offscreen buffer (often 640x480) must hold a frame; the shadow map is capped at 1024²,
+    as software GL (EGL on llvmpipe, OSMesa) spends most of a frame on the default 4096² one.
+    """
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+    model.vis.quality.shadowsize = min(model.vis.quality.shadowsize, 1024)
+
+
+def _write_video(path: Path, images: list, fps: float) -> None:
+    import imageio.v3 as iio
+
+    frames = np.stack(images)
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(path, frames, extension=".gif", duration=1000 / min(fps, MAX_GIF_FPS), loop=0)
+    else:
+        iio.imwrite(path, frames, plugin="FFMPEG", fps=fps)
