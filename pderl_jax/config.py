@@ -231,6 +231,11 @@ def validate(config: Config) -> None:
         value = _get(config, dotted)
         if value not in allowed:
             raise ConfigError(f"{dotted} = {value!r} is not allowed; choose one of {', '.join(allowed)}")
+    for name, cls in SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            value = getattr(getattr(config, name), field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name}.{field.name} = {value} must be a finite number")
     evo, learner, net = config.evolution, config.learner, config.network
     if config.mode in LEARNER_MODES and learner.algorithm != config.mode:
         raise ConfigError(

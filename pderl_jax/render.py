@@ -37,9 +37,10 @@ _gl_backend: str | None = None
 def headless_gl() -> str:
     """Make `mujoco.Renderer` work without a display; returns the OpenGL backend it uses.
 
-    The backend MuJoCo chose at import is kept when it can draw a tiny scene; otherwise EGL, then
-    OSMesa, is swapped in (the renderer looks its context class up on each construction). Raises
-    a ConfigError naming MUJOCO_GL when none works.
+    The backend MuJoCo chose at import is kept when headless (egl, osmesa) and able to make a
+    context; otherwise EGL, then OSMesa, is swapped in (the renderer looks its context class up on
+    each construction). glfw is never tried: without a display it fails inside MuJoCo, which then
+    cannot make any other context. Raises a ConfigError naming MUJOCO_GL when nothing works.
     """
     global _gl_backend
     if _gl_backend is not None:
@@ -47,22 +48,21 @@ def headless_gl() -> str:
     import mujoco
 
     gl_context = importlib.import_module(mujoco.Renderer.__module__).gl_context
-    chosen = getattr(gl_context, "_MUJOCO_GL", "") or "glfw"
-    # glfw without a display only fails, noisily; skip it.
-    candidates = [chosen] if chosen != "glfw" or os.environ.get("DISPLAY") else []
+    chosen = getattr(gl_context, "_MUJOCO_GL", "")
+    candidates = ([chosen] if chosen in ("egl", "osmesa") else []) + ["egl", "osmesa"]
     errors = {}
-    for backend in dict.fromkeys(candidates + ["egl", "osmesa"]):
+    for backend in dict.fromkeys(candidates):
         try:
-            if backend != chosen:
-                gl_context.GLContext = _load_gl_context(backend)
-            model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='.1'/></worldbody></mujoco>")
-            with mujoco.Renderer(model, 8, 8) as renderer:
-                renderer.update_scene(mujoco.MjData(model))
-                renderer.render()
-            _gl_backend = backend
-            return backend
+            context_class = gl_context.GLContext if backend == chosen else _load_gl_context(backend)
+            context = context_class(8, 8)
+            context.make_current()
+            context.free()
         except Exception as error:  # noqa: BLE001 - any failure means: try the next backend
             errors[backend] = f"{type(error).__name__}: {error}"
+            continue
+        gl_context.GLContext = context_class
+        _gl_backend = backend
+        return backend
     tried = "; ".join(f"MUJOCO_GL={name}: {message}" for name, message in errors.items())
     raise ConfigError("no headless OpenGL for MuJoCo rendering (install EGL, e.g. libegl1, or OSMesa, "
                       f"e.g. libosmesa6, and set MUJOCO_GL=egl or osmesa); tried {tried}")
