@@ -85,6 +85,8 @@ def run_analyze(args) -> int:
 def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
     """(trainer, {name: actor params}, description) for `evaluate` and `render`: a run folder's champion
     and RL actor, or an official PDERL actor state dict (`--official FILE --env TASK`)."""
+    import jax
+
     if args.official is not None:
         from pderl_jax.envs import make_environment, resolve_task
         from pderl_jax.networks.torch_checkpoint import load_official_actor
@@ -97,9 +99,9 @@ def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
         config = load_config(task, parse_overrides(args.set))
         env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
         trainer = Trainer(config, env)
-        like = trainer.actor.init(__import__("jax").random.key(0), __import__("jax").numpy.zeros((env.obs_dim,)))
-        params = load_official_actor(args.official, like["params"])
-        return trainer, {"official actor": {"params": params}}, f"{args.official} on {env.description}"
+        like = jax.eval_shape(trainer.actor.init, jax.random.key(0), jax.numpy.zeros((env.obs_dim,)))["params"]
+        params = load_official_actor(args.official, like)
+        return trainer, {"official actor": params}, f"{args.official} on {env.description}"
     if args.run is None:
         raise ConfigError("give a run folder (written by pderl-jax train), or --official FILE --env TASK")
     from pderl_jax.training.loop import open_run
