@@ -1,4 +1,4 @@
-"""Command line: `pderl-jax train`, `sweep`, `analyze`, `evaluate`, `render`, `plot`, `demo` and `memory`."""
+"""Command line: `pderl-jax train`, `sweep`, `compare`, `analyze`, `evaluate`, `render`, `plot`, `demo`, `memory`."""
 
 from __future__ import annotations
 
@@ -160,6 +160,23 @@ def run_plot(args) -> int:
     out = args.out or (args.runs[0] if len(args.runs) == 1 else Path("results") / "plots")
     files = plot_runs(args.runs, out)
     print("pderl-jax plot: " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def run_compare(args, overrides: dict) -> int:
+    """`pderl-jax compare`: methods x seeds on one task; Table 1 and Figure 4 of the paper."""
+    from pderl_jax.compare import compare, parse_methods, parse_seed_count
+    from pderl_jax.envs import make_environment, resolve_task
+
+    methods, seeds = parse_methods(args.methods), parse_seed_count(args.seeds)
+    task = resolve_task(args.env)
+    backend = args.backend or ("brax" if args.env in TASKS else "gymnasium")
+    frames = args.frames if args.frames is not None else load_config(task).frames
+    env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
+    out = args.out or Path("results") / f"compare-{args.env}"
+    print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}")
+    compare(task, env, methods, seeds, frames, out, overrides, force=args.force, progress=not args.no_progress)
+    print(f"table: {out}/table.md, figure: {out}/figure4.png")
     return 0
 
 
@@ -326,6 +343,23 @@ def main(argv: list[str] | None = None) -> int:
                                       "imageio[ffmpeg]); default RUN/episode.html or .gif")
             command.add_argument("--max-steps", type=int, default=None, help="stop the episode after this many steps")
 
+    comparison = sub.add_parser("compare", help="methods x seeds on one task: the paper's Table 1 and Figure 4")
+    comparison.add_argument("--env", default="halfcheetah", metavar="TASK",
+                            help="a brax task name or a Gymnasium id (default halfcheetah)")
+    comparison.add_argument("--methods", default="pderl,perl,derl,erl,td3,ppo",
+                            help="comma-separated: pderl, perl, derl, erl, td3, ddpg, ppo (default: the paper's six)")
+    comparison.add_argument("--seeds", default="5", help="a count (5: seeds 0..4), a range 0..4 or a list 0,3,9")
+    comparison.add_argument("--frames", type=int, default=None, help="frames per run (default: the task's budget)")
+    comparison.add_argument("--backend", default=None, choices=["brax", "gymnasium"],
+                            help="brax (default for task names; seeds vmapped) or gymnasium (native MuJoCo; no PPO)")
+    comparison.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help="brax physics")
+    comparison.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
+    comparison.add_argument("--out", type=Path, default=None, help="results folder (default results/compare-ENV)")
+    comparison.add_argument("--force", action="store_true", help="overwrite an earlier comparison in --out")
+    comparison.add_argument("--no-progress", action="store_true", help="no progress bars")
+    comparison.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                            help="override a setting for every method except PPO")
+
     plot = sub.add_parser("plot", help="learning curves (95%% interval across seeds), population spread and RL "
                                        "selection rates of runs, as PNG")
     plot.add_argument("runs", type=Path, nargs="+", help="run folders, sweep folders or folders of runs")
@@ -358,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_render(args)
         elif args.command == "plot":
             return run_plot(args)
+        elif args.command == "compare":
+            return run_compare(args, overrides)
         elif args.command == "demo":
             config = load_config(args.env, overrides)
             if args.generations < 1:

@@ -99,7 +99,8 @@ def test_identical_parents_give_parent_behaviour_and_zero_sigma_changes_nothing(
     states = memory.data.state[: int(memory.size)]
     drift = np.abs(np.asarray(trainer.apply_actor(child, states)) - np.asarray(trainer.apply_actor(parent, states)))
     assert drift.mean() < 0.05, (drift.mean(), msg)
-    np.testing.assert_allclose(np.asarray(study.distilled.returns), parent_return, rtol=0.35, err_msg=msg)
+    # returns of 40-step Hopper episodes: within 35% or 0.2 per step (a parent near 0 makes 35% tiny)
+    np.testing.assert_allclose(np.asarray(study.distilled.returns), parent_return, rtol=0.35, atol=8.0, err_msg=msg)
     assert summary["median_kl"]["distilled_from_parent1"] < 0.5, (summary["median_kl"], msg)
     # sigma 0: the proximal mutation changes nothing; larger sigmas change the behaviour more
     sweep = summary["kl_by_magnitude"]

@@ -1,0 +1,221 @@
+"""The paper's comparison (Table 1, Figure 4): several methods over the same seeds on one task.
+
+Evolutionary methods (pderl, perl, derl, erl) and the learners alone (td3, ddpg) run all their
+seeds as one vmapped program on brax (`train_sweep`), or one `train` run per seed on the native
+MuJoCo backend. PPO is brax.training's agent (`baselines/ppo.py`), brax only. Every run writes the
+same `metrics.csv` columns; the final champion test of each seed goes into the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from pderl_jax.config import EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config, override, validate
+from pderl_jax.envs.rollout import Environment
+
+METHODS = (*EVOLUTIONARY_MODES, *LEARNER_MODES, "ppo")
+COMPARE_FILES = ("table.md", "table.csv", "figure4.png", "summary.json", *METHODS)
+
+
+def final_statistics(values) -> dict:
+    """Mean, standard deviation (over seeds, ddof 0 as NumPy's default), median and count."""
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values)),
+            "n": int(values.size)}
+
+
+def parse_seed_count(text: str) -> list[int]:
+    """`--seeds 5` is seeds 0..4; a range (`3..7`) or a list (`0,4,9`) names them."""
+    from pderl_jax.training.sweep import parse_seeds
+
+    if text.strip().isdigit():
+        count = int(text)
+        if count < 1:
+            raise ConfigError("--seeds must be a positive count, a range 0..4 or a list 0,3,9")
+        return list(range(count))
+    return parse_seeds(text)
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"--methods {text!r} names a method twice")
+    return methods
+
+
+def method_config(task: str, method: str, frames: int, overrides: dict) -> Config:
+    """The task's Table 4 config for one method (learner ddpg beside the population, as the official code)."""
+    learner = method if method in LEARNER_MODES else "ddpg"
+    config = load_config(task, {"mode": method, "learner.algorithm": learner, "frames": frames})
+    for name, value in overrides.items():
+        config = override(config, name, value)
+    validate(config)
+    return config
+
+
+def device_description() -> str:
+    """The accelerator or CPU the comparison ran on, for the wall-clock column."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        return f"{len(jax.devices())} x {device.device_kind}"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"CPU {name} ({os.cpu_count()} cores)"
+
+
+def run_method(method: str, task: str, env: Environment, seeds: list[int], frames: int, out_dir: Path,
+               overrides: dict, progress: bool, print_fn) -> list[Path]:
+    """Every seed of one method into `out_dir/run_<i>/`; returns the run folders."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if method == "ppo":
+        from pderl_jax.baselines.ppo import train_ppo
+
+        folders = []
+        for i, seed in enumerate(seeds):
+            folder = out_dir / f"run_{i:03d}"
+            train_ppo(env, seed, frames, folder, print_fn=print_fn)
+            folders.append(folder)
+        return folders
+    config = method_config(task, method, frames, overrides)
+    if getattr(env, "batched", False):  # native MuJoCo: host callbacks cannot be vmapped
+        from pderl_jax.training.loop import RunOptions, train
+
+        folders = []
+        for i, seed in enumerate(seeds):
+            folder = out_dir / f"run_{i:03d}"
+            train(config.replace(seed=seed), env, folder, RunOptions(progress=progress), force=True,
+                  print_fn=print_fn)
+            folders.append(folder)
+        return folders
+    from pderl_jax.training.sweep import expand_runs, train_sweep
+
+    runs = expand_runs(config, seeds, {})
+    train_sweep(config, runs, env, out_dir, progress=progress, print_fn=print_fn)
+    return [out_dir / f"run_{run.index:03d}" for run in runs]
+
+
+def final_tests(folders: list[Path]) -> list[float]:
+    """The last row's champion test of each run."""
+    values = []
+    for folder in folders:
+        with open(folder / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            raise ConfigError(f"{folder}/metrics.csv has no rows")
+        values.append(float(rows[-1]["champion_test"]))
+    return values
+
+
+def compare(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int, out_dir: Path,
+            overrides: dict | None = None, force: bool = False, progress: bool = True, print_fn=print) -> dict:
+    """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`."""
+    from pderl_jax.training.loop import claim_out_dir
+
+    overrides = dict(overrides or {})
+    if "ppo" in methods and getattr(env, "batched", False):
+        raise ConfigError("PPO comes from brax.training and runs on the brax backend only; drop ppo from "
+                          "--methods or use --backend brax")
+    if frames <= 0:
+        raise ConfigError(f"--frames must be positive, got {frames}")
+    for method in methods:  # every setting checked before anything runs
+        if method != "ppo":
+            method_config(task, method, frames, overrides)
+    out_dir = Path(out_dir)
+    record = {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
+              "environment": {"name": getattr(env, "task", task), "backend": getattr(env, "backend", None),
+                              "episode_length": env.episode_length}}
+    claim_out_dir(out_dir, record, force, files=("config.json", *COMPARE_FILES))
+    device = device_description()
+    results = {}
+    for method in methods:
+        print_fn(f"compare: {method} on {task}, seeds {seeds}, {frames} frames")
+        start = time.perf_counter()
+        folders = run_method(method, task, env, seeds, frames, out_dir / method, overrides, progress, print_fn)
+        wall = time.perf_counter() - start
+        finals = final_tests(folders)
+        sweep_summary = out_dir / method / "summary.json"
+        compile_s = json.loads(sweep_summary.read_text()).get("compile_s") if sweep_summary.exists() else None
+        results[method] = {**final_statistics(finals), "finals": finals, "wall_s": round(wall, 1),
+                           "compile_s": compile_s, "runs": [str(f.relative_to(out_dir)) for f in folders]}
+        print_fn(f"compare: {method} final champion test {results[method]['mean']:.1f} +- "
+                 f"{results[method]['std']:.1f} over {len(seeds)} seeds ({wall:.0f} s)")
+    summary = {"task": task, "frames": frames, "seeds": seeds, "device": device,
+               "environment": record["environment"], "methods": results}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_table(summary, out_dir)
+    plot_figure4(out_dir, methods, out_dir / "figure4.png", title=f"{task}, {len(seeds)} seeds")
+    print_fn(format_table(summary))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """Table 1 layout: one column per method; mean, std and median of the final champion test, wall-clock."""
+    methods = list(summary["methods"])
+    lines = ["| metric | " + " | ".join(m.upper() for m in methods) + " |", "|---|" + "---|" * len(methods)]
+    for metric in ("mean", "std", "median"):
+        lines.append(f"| {metric} | " + " | ".join(f"{summary['methods'][m][metric]:.0f}" for m in methods) + " |")
+    lines.append("| wall-clock (s) | " + " | ".join(f"{summary['methods'][m]['wall_s']:.0f}" for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def write_table(summary: dict, out_dir: Path) -> None:
+    env = summary["environment"]
+    header = (f"Final champion test return, {summary['task']} ({env['backend']}, episodes of {env['episode_length']} "
+              f"steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
+    (out_dir / "table.md").write_text(header + format_table(summary) + "\n")
+    with open(out_dir / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "mean", "std", "median", "n", "wall_s", "device", "finals"])
+        for method, r in summary["methods"].items():
+            writer.writerow([method, r["mean"], r["std"], r["median"], r["n"], r["wall_s"], summary["device"],
+                             " ".join(f"{v:.3f}" for v in r["finals"])])
+
+
+def plot_figure4(out_dir: Path, methods: list[str], path: Path, title: str = "") -> Path:
+    """Mean +- std of the champion test return against frames, one line per method (Figure 4 style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from pderl_jax.analysis.curves import find_runs, interpolate_curves
+
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    for method in methods:
+        runs = find_runs([out_dir / method])
+        top = max(float(np.nanmax(r.metrics["frames"])) for r in runs)
+        grid = np.linspace(0, top, 100)
+        curves = interpolate_curves([r.metrics["frames"] for r in runs], [r.metrics["champion_test"] for r in runs],
+                                    grid)
+        with warnings.catch_warnings():  # grid points no run has reached yet are NaN, not an error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
+        line, = axes.plot(grid, mean, label=method.upper())
+        axes.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    axes.set_xlabel("frames")
+    axes.set_ylabel("champion test return")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
