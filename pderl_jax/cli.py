@@ -165,9 +165,14 @@ def run_plot(args) -> int:
 
 def run_compare(args, overrides: dict) -> int:
     """`pderl-jax compare`: methods x seeds on one task; Table 1 and Figure 4 of the paper."""
-    from pderl_jax.compare import compare, parse_methods, parse_seed_count
+    from pderl_jax.compare import compare, merge, parse_methods, parse_seed_count
     from pderl_jax.envs import make_environment, resolve_task
 
+    if args.merge:
+        out = args.out or Path("results") / "compare-merged"
+        merge(args.merge, out, force=args.force)
+        print(f"table: {out}/table.md, figure: {out}/figure4.png")
+        return 0
     methods, seeds = parse_methods(args.methods), parse_seed_count(args.seeds)
     task = resolve_task(args.env)
     backend = args.backend or ("brax" if args.env in TASKS else "gymnasium")
@@ -357,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     comparison.add_argument("--out", type=Path, default=None, help="results folder (default results/compare-ENV)")
     comparison.add_argument("--force", action="store_true", help="overwrite an earlier comparison in --out")
     comparison.add_argument("--no-progress", action="store_true", help="no progress bars")
+    comparison.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
+                            help="instead of running: merge comparisons of other methods (same task, frames and "
+                                 "seeds, e.g. run as separate jobs) into --out")
     comparison.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                             help="override a setting for every method except PPO")
 

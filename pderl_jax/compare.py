@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -155,16 +156,58 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
         sweep_summary = out_dir / method / "summary.json"
         compile_s = json.loads(sweep_summary.read_text()).get("compile_s") if sweep_summary.exists() else None
         results[method] = {**final_statistics(finals), "finals": finals, "wall_s": round(wall, 1),
-                           "compile_s": compile_s, "runs": [str(f.relative_to(out_dir)) for f in folders]}
+                           "compile_s": compile_s, "device": device,
+                           "runs": [str(f.relative_to(out_dir)) for f in folders]}
         print_fn(f"compare: {method} final champion test {results[method]['mean']:.1f} +- "
                  f"{results[method]['std']:.1f} over {len(seeds)} seeds ({wall:.0f} s)")
     summary = {"task": task, "frames": frames, "seeds": seeds, "device": device,
                "environment": record["environment"], "methods": results}
+    return write_report(summary, out_dir, print_fn)
+
+
+def write_report(summary: dict, out_dir: Path, print_fn=print) -> dict:
+    """`summary.json`, the table (MD + CSV) and Figure 4 of a comparison whose runs are in `out_dir`."""
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     write_table(summary, out_dir)
-    plot_figure4(out_dir, methods, out_dir / "figure4.png", title=f"{task}, {len(seeds)} seeds")
+    plot_figure4(out_dir, list(summary["methods"]), out_dir / "figure4.png",
+                 title=f"{summary['task']}, {len(summary['seeds'])} seeds, {summary['frames']} frames")
     print_fn(format_table(summary))
     return summary
+
+
+def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=print) -> dict:
+    """One comparison from several (e.g. methods run as separate jobs or on separate machines).
+
+    They must agree on task, frames, seeds and environment; a method may appear only once.
+    """
+    from pderl_jax.training.loop import claim_out_dir
+
+    summaries = []
+    for folder in comparisons:
+        path = Path(folder) / "summary.json"
+        if not path.exists():
+            raise ConfigError(f"{path} not found: pass folders written by pderl-jax compare")
+        summaries.append((Path(folder), json.loads(path.read_text())))
+    first = summaries[0][1]
+    for folder, summary in summaries[1:]:
+        for key in ("task", "frames", "seeds", "environment"):
+            if summary[key] != first[key]:
+                raise ConfigError(f"{folder} differs in {key} ({summary[key]} vs {first[key]}); only comparisons "
+                                  "of the same task, frames, seeds and environment can be merged")
+    methods = [m for _, s in summaries for m in s["methods"]]
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"a method appears in several of the folders ({', '.join(methods)})")
+    out_dir = Path(out_dir)
+    claim_out_dir(out_dir, {"merged": [str(f) for f, _ in summaries]}, force, files=("config.json", *COMPARE_FILES))
+    results = {}
+    for folder, summary in summaries:
+        for method, result in summary["methods"].items():
+            shutil.copytree(folder / method, out_dir / method)
+            results[method] = {**result, "device": result.get("device", summary["device"])}
+    devices = sorted({r["device"] for r in results.values()})
+    merged = {**{k: first[k] for k in ("task", "frames", "seeds", "environment")}, "device": " / ".join(devices),
+              "methods": {m: results[m] for m in METHODS if m in results}}
+    return write_report(merged, out_dir, print_fn)
 
 
 def format_table(summary: dict) -> str:
@@ -174,6 +217,10 @@ def format_table(summary: dict) -> str:
     for metric in ("mean", "std", "median"):
         lines.append(f"| {metric} | " + " | ".join(f"{summary['methods'][m][metric]:.0f}" for m in methods) + " |")
     lines.append("| wall-clock (s) | " + " | ".join(f"{summary['methods'][m]['wall_s']:.0f}" for m in methods) + " |")
+    if any(summary["methods"][m].get("compile_s") for m in methods):
+        lines.append("| of which compile (s) | " + " | ".join(
+            f"{summary['methods'][m]['compile_s']:.0f}" if summary["methods"][m].get("compile_s") else "-"
+            for m in methods) + " |")
     return "\n".join(lines)
 
 
