@@ -51,7 +51,7 @@ def run_sweep(args, overrides: dict) -> int:
     out = args.out or Path("results") / f"sweep-{args.env}-{args.mode}"
     print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs "
           f"({len(seeds)} seeds x {len(runs) // len(seeds)} settings), {base.frames} frames each -> {out}")
-    train_sweep(base, runs, env, out, args.generations_per_call, progress=not args.no_progress)
+    train_sweep(base, runs, env, out, args.generations_per_call, progress=not args.no_progress, force=args.force)
     return 0
 
 
@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--out", type=Path, default=None, help="results folder (default results/sweep-ENV-MODE)")
     sweep.add_argument("--generations-per-call", type=int, default=1, help="generations per compiled call")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument("--force", action="store_true", help="overwrite an earlier sweep in --out")
     sweep.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override any config value for all runs")
 

@@ -64,6 +64,8 @@ def test_a_sweep_equals_its_runs_done_one_by_one(tmp_path):
     base = load_config("hopper", SMALL)
     runs = expand_runs(base, [3, 4], {"learner.actor_lr": [5e-5, 1e-3]})
     summaries = train_sweep(base, runs, CounterEnv(), tmp_path / "sweep", progress=False, print_fn=lambda _: None)
+    with pytest.raises(ConfigError, match="already holds a sweep.*--force"):
+        train_sweep(base, runs, CounterEnv(), tmp_path / "sweep", progress=False, print_fn=lambda _: None)
     assert [s["run"] for s in summaries] == [0, 1, 2, 3]
     table = read(tmp_path / "sweep" / "runs.csv")
     assert [(int(r["seed"]), float(r["learner.actor_lr"])) for r in table] == [(3, 5e-5), (4, 5e-5), (3, 1e-3), (4, 1e-3)]

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -106,16 +107,23 @@ def stack_hparams(runs: list[Run]) -> Config:
 
 
 def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, generations_per_call: int = 1,
-                progress: bool = True, print_fn: Callable[[str], None] = print) -> list[dict]:
+                progress: bool = True, print_fn: Callable[[str], None] = print, force: bool = False) -> list[dict]:
     """Train all runs together until each has used `base.frames` frames; returns one summary per run.
 
     Like a single run, each run stops at the first generation that takes it past the budget; its
-    later generations (while other runs finish) are computed but not written.
+    later generations (while other runs finish) are computed but not written. A folder holding an
+    earlier sweep is refused unless `force`.
     """
     if getattr(env, "batched", False):
         raise ConfigError("sweeps vmap the environment, so they need the brax backend (the native MuJoCo "
                           "backend steps on the host); run native seeds as separate pderl-jax train runs")
     out_dir = Path(out_dir)
+    previous = sorted(p.name for p in out_dir.glob("run_[0-9][0-9][0-9]")) if out_dir.is_dir() else []
+    if (previous or (out_dir / "runs.csv").exists()) and not force:
+        raise ConfigError(f"{out_dir} already holds a sweep ({', '.join(previous[:3]) or 'runs.csv'}...); choose "
+                          "another --out or pass --force to overwrite it")
+    for name in previous:
+        shutil.rmtree(out_dir / name)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(base, env)
     hparams = stack_hparams(runs)
