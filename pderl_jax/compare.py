@@ -228,7 +228,14 @@ def write_table(summary: dict, out_dir: Path) -> None:
     env = summary["environment"]
     header = (f"Final champion test return, {summary['task']} ({env['backend']}, episodes of {env['episode_length']} "
               f"steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
-    (out_dir / "table.md").write_text(header + format_table(summary) + "\n")
+    from pderl_jax.paper import PAPER_FRAMES, TABLE1, side_by_side
+
+    paper = ""
+    if summary["task"] in TABLE1:
+        paper = (f"\nNext to the paper's Table 1 (gym {summary['task']} v2 on MuJoCo 2.0, five seeds, "
+                 f"{PAPER_FRAMES[summary['task']]:,} frames; this run: {summary['frames']:,} frames):\n\n"
+                 + side_by_side(summary) + "\n")
+    (out_dir / "table.md").write_text(header + format_table(summary) + "\n" + paper)
     with open(out_dir / "table.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "mean", "std", "median", "n", "wall_s", "device", "finals"])

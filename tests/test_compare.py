@@ -36,6 +36,18 @@ def test_statistics_match_numpy_on_fresh_values():
                                                  "n": 3}
 
 
+def test_paper_numbers_stand_beside_ours():
+    from pderl_jax.paper import paper_result, side_by_side
+
+    assert paper_result("hopper", "perl") == {"mean": 3497, "std": 63, "median": 3501}
+    assert paper_result("ant", "ddpg") is None
+    summary = {"task": "halfcheetah", "methods": {
+        "pderl": {"mean": 1352.2, "std": 10.0, "median": 1300.0}, "ddpg": {"mean": 5.0, "std": 1.0, "median": 5.0}}}
+    lines = side_by_side(summary).splitlines()
+    assert lines[2] == "| PDERL | 1352 | 10 | 1300 | 13522 | 287 | 13553 | 10.0% |"
+    assert lines[3] == "| DDPG | 5 | 1 | 5 | - | - | - | - |"
+
+
 def test_method_and_seed_parsing():
     assert parse_methods("pderl, TD3,ppo") == ["pderl", "td3", "ppo"]
     with pytest.raises(ConfigError, match="unknown sac"):
@@ -79,6 +91,7 @@ def test_a_tiny_comparison_writes_runs_table_and_figure(tiny_comparison):
     table = (folder / "table.md").read_text()
     assert "| metric | PDERL | TD3 |" in table and "| mean |" in table and "| median |" in table
     assert "CPU" in table  # the machine the wall-clock was measured on
+    assert "Next to the paper's Table 1" in table and "| PDERL |" in table and "| 3397 |" in table
     rows = read_rows(folder / "table.csv")
     assert [r["method"] for r in rows] == ["pderl", "td3"]
     assert float(rows[0]["mean"]) == pytest.approx(summary["methods"]["pderl"]["mean"])
