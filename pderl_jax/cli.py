@@ -94,10 +94,8 @@ def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
 
         if args.run is not None:
             raise ConfigError("give either a run folder or --official FILE, not both")
-        task = resolve_task(args.env)
-        backend = args.backend or ("brax" if args.env in TASKS else "gymnasium")
-        config = load_config(task, parse_overrides(args.set))
-        env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
+        config = load_config(resolve_task(args.env), parse_overrides(args.set))
+        env = make_environment(args.env, args.backend, physics=args.physics, episode_length=args.episode_length)
         trainer = Trainer(config, env)
         like = jax.eval_shape(trainer.actor.init, jax.random.key(0), jax.numpy.zeros((env.obs_dim,)))["params"]
         params = load_official_actor(args.official, like)
@@ -145,7 +143,7 @@ def run_render(args) -> int:
     name = {"champion": "champion", "rl": "RL actor"}[args.actor]
     if name not in actors:
         name = next(iter(actors))
-    out = args.out or (args.run or Path(".")) / f"episode.{'html' if hasattr(trainer.env, '_env') else 'gif'}"
+    out = args.out or (args.run or Path(".")) / f"episode.{'gif' if getattr(trainer.env, 'batched', False) else 'html'}"
     info = render_episode(trainer.env, trainer.apply_actor, actors[name], out, seed=args.seed,
                           max_steps=args.max_steps)
     print(f"pderl-jax render: {name} of {description}: {info['frames']} steps, return {info['return']:.1f} -> "
@@ -175,9 +173,8 @@ def run_compare(args, overrides: dict) -> int:
         return 0
     methods, seeds = parse_methods(args.methods), parse_seed_count(args.seeds)
     task = resolve_task(args.env)
-    backend = args.backend or ("brax" if args.env in TASKS else "gymnasium")
     frames = args.frames if args.frames is not None else load_config(task).frames
-    env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
+    env = make_environment(args.env, args.backend, physics=args.physics, episode_length=args.episode_length)
     out = args.out or Path("results") / f"compare-{args.env}"
     print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}")
     compare(task, env, methods, seeds, frames, out, overrides, force=args.force, progress=not args.no_progress)
@@ -209,15 +206,15 @@ def run_train(args, overrides: dict) -> int:
         env = environment_from_record(environment, config.task)
         out = args.resume
     else:
-        task = resolve_task(args.env or "halfcheetah")
-        backend = args.backend or ("brax" if (args.env or "halfcheetah") in TASKS else "gymnasium")
+        name = args.env or "halfcheetah"
+        task = resolve_task(name)
         mode = args.mode or "pderl"
         learner = args.learner or (mode if mode in LEARNER_MODES else "ddpg")
         seed = 0 if args.seed is None else args.seed
         config = load_config(task, {"mode": mode, "learner.algorithm": learner, "seed": seed, **overrides})
         recorded = {}
         env = None
-        out = args.out or Path("results") / f"{args.env or 'halfcheetah'}-{mode}-seed{seed}"
+        out = args.out or Path("results") / f"{name}-{mode}-seed{seed}"
 
     def pick(value, name, default):
         return value if value is not None else recorded.get(name, default)
@@ -232,7 +229,7 @@ def run_train(args, overrides: dict) -> int:
         progress=not args.no_progress, analyze_every=args.analyze_every, tensorboard=args.tensorboard)
     options.validate()  # before the environment is built and anything compiles
     if env is None:
-        env = make_environment(task, backend, physics=args.physics, episode_length=args.episode_length)
+        env = make_environment(name, args.backend, physics=args.physics, episode_length=args.episode_length)
     verb = "resuming" if args.resume is not None else "train:"
     print(f"pderl-jax {verb} {config.mode} with {config.learner.algorithm} on {env.description}, "
           f"{config.frames} frames, seed {config.seed} -> {out}")

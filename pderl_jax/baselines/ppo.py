@@ -95,7 +95,6 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
         "settings_source": "brax notebooks/training.ipynb, batch scaled to the budget",
         "environment": {"name": env.task, "backend": env.backend, "episode_length": env.episode_length}}, indent=2))
     rows, start = [], time.perf_counter()
-    test_env = BraxEnvironment(env.task, env.backend, env.episode_length)
 
     def progress(step, metrics):
         if "eval/episode_reward" in metrics:
@@ -108,7 +107,7 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
         environment=env._env, num_timesteps=frames, episode_length=env.episode_length, num_evals=EVALUATIONS,
         num_eval_envs=TEST_EPISODES, deterministic_eval=True, seed=seed, progress_fn=progress,
         network_factory=ppo_networks.make_ppo_networks, **settings)
-    final = test_policy(test_env, make_policy(params, deterministic=True), jax.random.key(seed + 10_007))
+    final = test_policy(env, make_policy(params, deterministic=True), jax.random.key(seed + 10_007))
     rows[-1]["champion_test"] = rows[-1]["rl_test"] = final  # the final test, measured like ours
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
     with open(out_dir / "metrics.csv", "w", newline="") as f:

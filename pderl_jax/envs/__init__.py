@@ -5,11 +5,14 @@ from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, GymnasiumEnvironment, re
 from pderl_jax.envs.rollout import Environment, Rollout, episode_major, rollout
 
 
-def make_environment(task: str, backend: str = "brax", physics: str = "auto", episode_length: int = 1000):
-    """The task on `backend` ("brax" with a physics pipeline, or "gymnasium")."""
-    from pderl_jax.config import ConfigError
+def make_environment(name: str, backend: str | None = None, physics: str = "auto", episode_length: int = 1000):
+    """The task `name` on `backend`: "brax" with a physics pipeline, or "gymnasium". By default a
+    task name (`hopper`) means brax and a Gymnasium id (`Hopper-v5`) the native MuJoCo task."""
+    from pderl_jax.config import TASKS, ConfigError
 
-    task = resolve_task(task)
+    task = resolve_task(name)
+    if backend is None:
+        backend = "brax" if name in TASKS else "gymnasium"
     if backend == "brax":
         return BraxEnvironment(task, backend=physics, episode_length=episode_length)
     if backend == "gymnasium":
