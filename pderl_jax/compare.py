@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import shutil
 import time
@@ -78,8 +79,6 @@ def device_description() -> str:
                 break
     except OSError:
         pass
-    import os
-
     return f"CPU {name} ({os.cpu_count()} cores)"
 
 
@@ -116,13 +115,14 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
 
 def final_tests(folders: list[Path]) -> list[float]:
     """The last row's champion test of each run."""
+    from pderl_jax.training.loop import read_metrics
+
     values = []
     for folder in folders:
-        with open(folder / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_metrics(folder / "metrics.csv")
         if not rows:
             raise ConfigError(f"{folder}/metrics.csv has no rows")
-        values.append(float(rows[-1]["champion_test"]))
+        values.append(rows[-1]["champion_test"])
     return values
 
 

@@ -322,11 +322,9 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
                       "the environment's rewards")
             last = new_rows[-1]
             bar.update(min(last["frames"], config.frames) - min(frames_before, config.frames))
-            if options.checkpoint.every and (last["generation"] // options.checkpoint.every
-                                             > (first - 1) // options.checkpoint.every):
+            if _reaches_multiple(options.checkpoint.every, first, last["generation"]):
                 checkpoint(state)
-            if options.analyze_every and config.has_population and (last["generation"] // options.analyze_every
-                                                                    > (first - 1) // options.analyze_every):
+            if config.has_population and _reaches_multiple(options.analyze_every, first, last["generation"]):
                 _analyze_during_run(trainer, state, out_dir, last["generation"], options.analyze_draws, bar)
             bar.set_postfix(gen=last["generation"], fps=f"{last['frames'] / elapsed():.0f}",
                             test=f"{last['champion_test']:.1f}", rl=f"{last['rl_test']:.1f}")
@@ -357,6 +355,11 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     return summary
 
 
+def _reaches_multiple(every: int, first: int, last: int) -> bool:
+    """Whether generations first..last include a multiple of `every` (0: never)."""
+    return bool(every) and last // every > (first - 1) // every
+
+
 def read_metrics(path: Path, up_to_generation: int | None = None) -> list[dict]:
     """The rows of a `metrics.csv` (numbers parsed), optionally only up to a generation."""
     if not Path(path).exists():
@@ -377,8 +380,9 @@ class MetricsLog:
         path = self.out_dir / "metrics.csv"
         tmp = path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            csv.DictWriter(f, fieldnames=CSV_COLUMNS).writeheader()
-            csv.DictWriter(f, fieldnames=CSV_COLUMNS).writerows(self.rows)
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
         os.replace(tmp, path)
         self._file = open(path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
