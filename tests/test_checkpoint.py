@@ -59,7 +59,10 @@ def trained_state(seed, generations):
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    """An uninterrupted 4-generation run, the reference every resumed run must reproduce."""
+    """An uninterrupted 4-generation run, the reference every resumed run must reproduce.
+
+    The comparisons with it are exact: a resumed run compiles the same generation program (same
+    settings, one generation per call, one device) and restores its state bit for bit."""
     seed = int(np.random.default_rng().integers(1000))
     out = tmp_path_factory.mktemp("reference")
     train(small_config(seed), CounterEnv(), out, RunOptions(progress=False, max_generations=4), **QUIET)
@@ -75,7 +78,7 @@ def test_save_and_restore_give_back_every_array_and_the_key(tmp_path):
     restored, meta = keeper.restore_latest(like)
     assert leaves_equal(restored, state) and jax.tree.structure(restored) == jax.tree.structure(state)
     assert meta["wall_s"] == 1.5 and meta["replay"] is True
-    # the restored key draws the same numbers
+    # the restored key draws the same numbers (exact: one sampling program on equal key bits)
     assert np.array_equal(jax.random.normal(restored.key, (3,)), jax.random.normal(state.key, (3,)))
     # without the replay buffer: everything else exact, the buffer the given empty one
     lean = Checkpointer(tmp_path / "lean", CheckpointOptions(replay=False))
@@ -144,8 +147,17 @@ def test_two_generations_then_resume_equals_four_in_a_row(tmp_path, reference_ru
     assert len(rows_without_wall(tmp_path / "metrics.csv")) == 2
     summary = train(config, CounterEnv(), tmp_path, RunOptions(progress=False, max_generations=4), resume=True,
                     **QUIET)
-    assert rows_without_wall(tmp_path / "metrics.csv") == reference
+    assert rows_without_wall(tmp_path / "metrics.csv") == reference  # exact: same program, restored state
     assert summary["generations"] == 4 and not summary["interrupted"]
+
+
+def test_the_operator_study_during_a_run_leaves_the_training_untouched(tmp_path, reference_run):
+    seed, reference = reference_run
+    train(small_config(seed), CounterEnv(), tmp_path, RunOptions(progress=False, max_generations=4, analyze_every=2,
+                                                                  analyze_draws=2), **QUIET)
+    assert sorted(p.name for p in (tmp_path / "analysis").iterdir()) == ["gen_00002", "gen_00004"]
+    # Exact: the same generation program from the same state; the study draws from its own key.
+    assert rows_without_wall(tmp_path / "metrics.csv") == reference
 
 
 def test_resume_drops_rows_written_after_the_last_checkpoint(tmp_path, reference_run):
@@ -156,7 +168,7 @@ def test_resume_drops_rows_written_after_the_last_checkpoint(tmp_path, reference
     train(config, CounterEnv(), tmp_path, options, **QUIET)
     shutil.rmtree(tmp_path / "checkpoints" / "3")  # as if killed after generation 3's row, before its checkpoint
     train(config, CounterEnv(), tmp_path, RunOptions(progress=False, max_generations=4), resume=True, **QUIET)
-    assert rows_without_wall(tmp_path / "metrics.csv") == reference
+    assert rows_without_wall(tmp_path / "metrics.csv") == reference  # exact: same program, restored state
 
 
 CHILD = textwrap.dedent("""
@@ -206,7 +218,7 @@ def test_kill_9_during_a_checkpoint_write_then_resume(tmp_path, reference_run, d
     train(small_config(seed), CounterEnv(), tmp_path / "run", RunOptions(progress=False, max_generations=4),
           resume=True, print_fn=messages.append)
     assert any(m.startswith(f"resuming from generation {steps[-1]}") for m in messages)
-    assert rows_without_wall(tmp_path / "run" / "metrics.csv") == reference
+    assert rows_without_wall(tmp_path / "run" / "metrics.csv") == reference  # child: our XLA flags, same program
 
 
 def test_ctrl_c_finishes_the_generation_checkpoints_and_resumes_exactly(tmp_path, reference_run):
@@ -227,7 +239,7 @@ def test_ctrl_c_finishes_the_generation_checkpoints_and_resumes_exactly(tmp_path
     assert summary["interrupted"] is True and summary["generations"] == done
     train(small_config(seed), CounterEnv(), tmp_path / "run",
           RunOptions(progress=False, max_generations=max(4, done)), resume=True, **QUIET)
-    assert rows_without_wall(metrics)[:4] == reference
+    assert rows_without_wall(metrics)[:4] == reference  # same program, as above
 
 
 def test_divergence_stops_the_run_naming_generation_and_quantity(tmp_path):

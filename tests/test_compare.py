@@ -100,15 +100,15 @@ def test_a_tiny_comparison_writes_runs_table_and_figure(tiny_comparison):
 
 def test_comparisons_of_different_methods_merge_into_one_table(tiny_comparison, tmp_path):
     out, _ = tiny_comparison
-    other = compare("hopper", CounterEnv(), ["erl"], [3, 8], 150, tmp_path / "erl", overrides=SMALL, **QUIET)
-    merged = merge([out / "both", tmp_path / "erl"], tmp_path / "merged", print_fn=lambda _: None)
-    assert list(merged["methods"]) == ["pderl", "erl", "td3"]  # the paper's order
-    assert merged["methods"]["erl"]["finals"] == other["methods"]["erl"]["finals"]
-    assert (tmp_path / "merged" / "erl" / "run_001" / "metrics.csv").exists()
-    assert "| metric | PDERL | ERL | TD3 |" in (tmp_path / "merged" / "table.md").read_text()
+    other = compare("hopper", CounterEnv(), ["ddpg"], [3, 8], 150, tmp_path / "ddpg", overrides=SMALL, **QUIET)
+    merged = merge([out / "both", tmp_path / "ddpg"], tmp_path / "merged", print_fn=lambda _: None)
+    assert list(merged["methods"]) == ["pderl", "ddpg", "td3"]  # the paper's order
+    assert merged["methods"]["ddpg"]["finals"] == other["methods"]["ddpg"]["finals"]
+    assert (tmp_path / "merged" / "ddpg" / "run_001" / "metrics.csv").exists()
+    assert "| metric | PDERL | DDPG | TD3 |" in (tmp_path / "merged" / "table.md").read_text()
     with pytest.raises(ConfigError, match="appears in several"):
         merge([out / "both", out / "both"], tmp_path / "twice", print_fn=lambda _: None)
-    shutil.copytree(tmp_path / "erl", tmp_path / "one_seed")
+    shutil.copytree(tmp_path / "ddpg", tmp_path / "one_seed")
     summary = json.loads((tmp_path / "one_seed" / "summary.json").read_text())
     (tmp_path / "one_seed" / "summary.json").write_text(json.dumps({**summary, "seeds": [3]}))
     with pytest.raises(ConfigError, match="differs in seeds"):
@@ -135,7 +135,7 @@ def test_ppo_batch_is_scaled_to_the_budget_keeping_its_learning_settings():
 
 
 def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
-    assert main(["compare", "--env", "hopper", "--physics", "positional", "--episode-length", "20", "--methods", "ppo",
+    assert main(["compare", "--env", "hopper", "--physics", "spring", "--episode-length", "20", "--methods", "ppo",
                  "--seeds", "1", "--frames", "1200", "--out", str(tmp_path / "ppo"), "--no-progress"]) == 0
     rows = read_rows(tmp_path / "ppo" / "ppo" / "run_000" / "metrics.csv")
     settings = json.loads((tmp_path / "ppo" / "ppo" / "run_000" / "config.json").read_text())["ppo"]

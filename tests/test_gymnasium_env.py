@@ -61,7 +61,7 @@ def test_same_key_same_episodes_different_key_different_episodes():
     policy = lambda carry, obs, key: (jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1), carry)
     run = jax.jit(lambda k: rollout(env, k, 2, policy, None)[0].episode_return)
     a, b, c = run(jax.random.key(4)), run(jax.random.key(4)), run(jax.random.key(5))
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # exact: one program, same key
     assert not np.allclose(np.asarray(a), np.asarray(c))
 
 

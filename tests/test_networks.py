@@ -504,7 +504,7 @@ def test_init_depends_on_key(rng):
     init = actor_fns(6, 17).init
     key = rng.key()
     a, b, c = init(key), init(key), init(jax.random.fold_in(key, 1))
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a, b)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a, b)  # exact: one init program, one key
     assert not np.array_equal(a["w_l1"]["kernel"], c["w_l1"]["kernel"]), rng.seed_msg
 
 

@@ -49,6 +49,7 @@ def test_clone_elites_equals_the_sequential_clones_with_chains_and_repeats():
     from pderl_jax.buffers import memories_add, memories_init, ring_clone, take_member
     from pderl_jax.operators.evolution import clone_elites
 
+    @jax.jit
     def clone_into(population, memories, source, target):  # official `clone`, one pair at a time
         population = jax.tree.map(lambda x: x.at[target].set(x[source]), population)
         memory = ring_clone(take_member(memories, source))
@@ -56,7 +57,8 @@ def test_clone_elites_equals_the_sequential_clones_with_chains_and_repeats():
 
     rng = np.random.default_rng()
     for _ in range(20):
-        k, e = int(rng.integers(2, 9)), int(rng.integers(1, 6))
+        # few distinct shapes (each compiles once); 5 copies among 2 or 5 members make chains and repeats
+        k, e = int(rng.choice([2, 5, 8])), int(rng.choice([2, 5]))
         population = {"w": jnp.asarray(rng.normal(size=(k, 3)), jnp.float32)}
         memories = memories_init(k, 5, 2, 1)
         items = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype),

@@ -59,25 +59,38 @@ def test_seed_and_grid_parsing():
         expand_runs(base, [0], {"learner.tau": [2.0]})
 
 
-def test_a_sweep_equals_its_runs_done_one_by_one(tmp_path):
-    """Seeds 3 and 4 with two actor learning rates: each sweep run's CSV matches a single run."""
+SWEEP_SEEDS, SWEEP_GRID = [3, 4], {"learner.actor_lr": [5e-5, 1e-3]}
+SINGLE = 1  # seed 4 with the first rate: a mix-up of the seed axis, the grid axis or their order shows
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    """The sweep and the single run of SINGLE, in this process: one device."""
+    out = tmp_path_factory.mktemp("one_device")
     base = load_config("hopper", SMALL)
-    runs = expand_runs(base, [3, 4], {"learner.actor_lr": [5e-5, 1e-3]})
-    summaries = train_sweep(base, runs, CounterEnv(), tmp_path / "sweep", progress=False, print_fn=lambda _: None)
+    runs = expand_runs(base, SWEEP_SEEDS, SWEEP_GRID)
+    summaries = train_sweep(base, runs, CounterEnv(), out / "sweep", progress=False, print_fn=lambda _: None)
+    train(runs[SINGLE].config, CounterEnv(), out / "single", RunOptions(progress=False), print_fn=lambda _: None)
+    return out, base, runs, summaries
+
+
+def test_a_sweep_equals_its_runs_done_one_by_one(one_device):
+    """Seeds 3 and 4 with two actor learning rates: a sweep run's CSV matches the same run alone."""
+    out, base, runs, summaries = one_device
     with pytest.raises(ConfigError, match="already holds a sweep.*--force"):
-        train_sweep(base, runs, CounterEnv(), tmp_path / "sweep", progress=False, print_fn=lambda _: None)
+        train_sweep(base, runs, CounterEnv(), out / "sweep", progress=False, print_fn=lambda _: None)
     assert [s["run"] for s in summaries] == [0, 1, 2, 3]
-    table = read(tmp_path / "sweep" / "runs.csv")
-    assert [(int(r["seed"]), float(r["learner.actor_lr"])) for r in table] == [(3, 5e-5), (4, 5e-5), (3, 1e-3), (4, 1e-3)]
-    for run in (runs[1], runs[2]):
-        single = tmp_path / f"single_{run.index}"
-        train(run.config, CounterEnv(), single, RunOptions(progress=False), print_fn=lambda _: None)
-        swept = tmp_path / "sweep" / f"run_{run.index:03d}"
-        assert_same_rows(read(swept / "metrics.csv"), read(single / "metrics.csv"), f"run {run.index}")
-        config = json.loads((swept / "config.json").read_text())
+    table = read(out / "sweep" / "runs.csv")
+    assert [(int(r["seed"]), float(r["learner.actor_lr"])) for r in table] == [
+        (3, 5e-5), (4, 5e-5), (3, 1e-3), (4, 1e-3)]
+    swept = out / "sweep" / f"run_{SINGLE:03d}"
+    # a tolerance: the vmapped program with traced settings is another program than the single run's
+    assert_same_rows(read(swept / "metrics.csv"), read(out / "single" / "metrics.csv"), f"run {SINGLE}")
+    for run in runs:
+        config = json.loads((out / "sweep" / f"run_{run.index:03d}" / "config.json").read_text())
         assert config["seed"] == run.seed and config["learner"]["actor_lr"] == run.config.learner.actor_lr
     # the learning rate reaches the program: same seed, different rate, different learner
-    a, b = read(tmp_path / "sweep" / "run_000" / "metrics.csv"), read(tmp_path / "sweep" / "run_002" / "metrics.csv")
+    a, b = read(out / "sweep" / "run_000" / "metrics.csv"), read(out / "sweep" / "run_002" / "metrics.csv")
     assert a[-1]["actor_loss"] != b[-1]["actor_loss"]
 
 
@@ -88,35 +101,35 @@ def test_sweep_cli_rejects_bad_input(tmp_path, capsys):
 
 
 SHARDING_SCRIPT = textwrap.dedent("""
-    import csv, json, sys
+    import sys
     sys.path.insert(0, {tests!r})
     import jax
     from toy_envs import CounterEnv
+    from pderl_jax.cli import enable_compilation_cache
     from pderl_jax.config import load_config
     from pderl_jax.training.loop import RunOptions, train
     from pderl_jax.training.sweep import expand_runs, train_sweep
+    enable_compilation_cache()
     base = load_config("hopper", {small!r})
+    runs = expand_runs(base, {seeds!r}, {grid!r})
     out = {out!r}
-    train_sweep(base, expand_runs(base, [0, 1, 2, 3], {{}}), CounterEnv(), out + "/sweep", progress=False,
-                print_fn=print)
-    train(base.replace(seed=5), CounterEnv(), out + "/single", RunOptions(progress=False), print_fn=print)
+    train_sweep(base, runs, CounterEnv(), out + "/sweep", progress=False, print_fn=print)
+    train(runs[{single}].config, CounterEnv(), out + "/single", RunOptions(progress=False), print_fn=print)
     print("devices", len(jax.devices()))
 """)
 
 
-def test_sharded_over_four_devices_matches_one_device(tmp_path):
+def test_sharded_over_four_devices_matches_one_device(tmp_path, one_device):
     """Forced host devices: the sweep's run axis and a run's population axis sharded over 4."""
-    results = {}
-    for devices in (1, 4):
-        out = tmp_path / f"d{devices}"
-        script = SHARDING_SCRIPT.format(tests=str(Path(__file__).parent), small=SMALL, out=str(out))
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-               "JAX_PLATFORMS": "cpu"}
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert f"devices {devices}" in done.stdout
-        if devices == 4:
-            assert "sharded over 4 cpu devices" in done.stdout and "population sharded over 4" in done.stdout
-        results[devices] = out
+    reference = one_device[0]
+    script = SHARDING_SCRIPT.format(tests=str(Path(__file__).parent), small=SMALL, seeds=SWEEP_SEEDS,
+                                    grid=SWEEP_GRID, single=SINGLE, out=str(tmp_path))
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "devices 4" in done.stdout
+    assert "sharded over 4 cpu devices" in done.stdout and "population sharded over 4" in done.stdout
+    # a tolerance: a program sharded over 4 devices is another program than the one-device one
     for name in ("sweep/run_000", "sweep/run_003", "single"):
-        assert_same_rows(read(results[4] / name / "metrics.csv"), read(results[1] / name / "metrics.csv"), name)
+        assert_same_rows(read(tmp_path / name / "metrics.csv"), read(reference / name / "metrics.csv"), name)
