@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from pderl_jax.compare import METHODS, final_statistics, final_tests, format_table, write_report
-from pderl_jax.paper import PAPER_FRAMES, side_by_side
+from pderl_jax.experiments.compare import METHODS, final_statistics, final_tests, format_table, write_report
+from pderl_jax.experiments.paper import PAPER_FRAMES, side_by_side
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from pderl_jax.config import load_config
 from pderl_jax.envs import make_environment
-from pderl_jax.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
+from pderl_jax.training.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.evolution import mutate_population
 from pderl_jax.training import Trainer

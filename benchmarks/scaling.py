@@ -120,7 +120,7 @@ import json, sys, time
 import jax, jax.numpy as jnp
 from pderl_jax.config import load_config
 from pderl_jax.envs import BraxEnvironment
-from pderl_jax.sharding import shard_leading_axis
+from pderl_jax.training.sharding import shard_leading_axis
 from pderl_jax.training import Trainer
 from pderl_jax.training.sweep import expand_runs, stack_hparams
 env = BraxEnvironment({env!r}, episode_length={episode_length})

@@ -1,4 +1,4 @@
-"""Command line: `pderl-jax train`, `sweep`, `compare`, `analyze`, `evaluate`, `render`, `plot`, `demo`, `memory`."""
+"""Command line: `pderl-jax train`, `sweep`, `compare`, `analyze`, `evaluate`, `render`, `plot`, `memory`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, MODES, TASKS, ConfigError, TrainingDiverged,
-                              load_config)
+from pderl_jax.config import MODES, TASKS, ConfigError, TrainingDiverged, default_learner, load_config
 from pderl_jax.envs.brax_env import BACKENDS
 
 
@@ -89,7 +88,7 @@ def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
 
     if args.official is not None:
         from pderl_jax.envs import make_environment, resolve_task
-        from pderl_jax.networks.torch_checkpoint import load_official_actor
+        from pderl_jax.interop.torch_checkpoint import load_official_actor
         from pderl_jax.training import Trainer
 
         if args.run is not None:
@@ -137,7 +136,7 @@ def run_evaluate(args) -> int:
 
 def run_render(args) -> int:
     """`pderl-jax render`: one episode of the champion (or RL actor) as brax HTML or a GIF/MP4 of MuJoCo frames."""
-    from pderl_jax.render import render_episode
+    from pderl_jax.envs.render import render_episode
 
     trainer, actors, description = policies_to_run(args)
     name = {"champion": "champion", "rl": "RL actor"}[args.actor]
@@ -163,7 +162,7 @@ def run_plot(args) -> int:
 
 def run_compare(args, overrides: dict) -> int:
     """`pderl-jax compare`: methods x seeds on one task; Table 1 and Figure 4 of the paper."""
-    from pderl_jax.compare import compare, merge, parse_methods, parse_seed_count
+    from pderl_jax.experiments.compare import compare, merge, parse_methods, parse_seed_count
     from pderl_jax.envs import make_environment, resolve_task
 
     if args.merge:
@@ -209,7 +208,7 @@ def run_train(args, overrides: dict) -> int:
         name = args.env or "halfcheetah"
         task = resolve_task(name)
         mode = args.mode or "pderl"
-        learner = args.learner or (mode if mode in LEARNER_MODES else "ddpg")
+        learner = args.learner or default_learner(mode)
         seed = 0 if args.seed is None else args.seed
         config = load_config(task, {"mode": mode, "learner.algorithm": learner, "seed": seed, **overrides})
         recorded = {}
@@ -240,16 +239,6 @@ def run_train(args, overrides: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pderl-jax", description="PDERL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run the core components for a few generations on a synthetic task")
-    demo.add_argument("--env", default="hopper", choices=TASKS,
-                      help="task whose config (Table 4) is used; hopper (default) syncs the RL actor every generation")
-    demo.add_argument("--mode", default="pderl", choices=list(EVOLUTIONARY_MODES), help="algorithm variant")
-    demo.add_argument("--learner", default=None, choices=["ddpg", "td3"], help="off-policy learner (default ddpg)")
-    demo.add_argument("--generations", type=int, default=5, help="generations to run (default 5)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    demo.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
-                      help="override any config value, e.g. evolution.pop_size=20")
 
     train = sub.add_parser("train", help="train on a brax or native MuJoCo task until the frame budget is used")
     train.add_argument("--env", default=None, metavar="TASK",
@@ -381,11 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     enable_compilation_cache()
     try:
         overrides = parse_overrides(getattr(args, "set", []))
-        if args.command in ("demo", "sweep"):
-            learner = args.learner or (args.mode if args.mode in LEARNER_MODES else "ddpg")
-            overrides = {"mode": args.mode, "learner.algorithm": learner, **overrides}
-            if args.command != "sweep":
-                overrides["seed"] = args.seed
+        if args.command == "sweep":
+            overrides = {"mode": args.mode, "learner.algorithm": args.learner or default_learner(args.mode),
+                         **overrides}
         if args.command == "train":
             return run_train(args, overrides)
         elif args.command == "sweep":
@@ -400,21 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_plot(args)
         elif args.command == "compare":
             return run_compare(args, overrides)
-        elif args.command == "demo":
-            config = load_config(args.env, overrides)
-            if args.generations < 1:
-                raise ConfigError("--generations must be at least 1")
-            from pderl_jax.demo import run_demo
-
-            print(f"pderl-jax component demo: {config.mode} with {config.learner.algorithm}, {config.task} settings "
-                  f"(population {config.evolution.pop_size}, RL sync every {config.evolution.sync_period} "
-                  f"generation(s)), synthetic one-step task with obs 17 / action 6")
-            history = run_demo(config, args.generations)
-            first, last = history[0], history[-1]
-            print(f"best fitness {first['best']:.3f} -> {last['best']:.3f}, "
-                  f"RL actor {first['rl']:.3f} -> {last['rl']:.3f} over {len(history)} generations")
         else:
-            from pderl_jax.memory import format_memory_estimate, memory_estimate
+            from pderl_jax.training.footprint import format_memory_estimate, memory_estimate
 
             config = load_config(args.env, overrides)
             print(format_memory_estimate(memory_estimate(config, args.obs_dim, args.action_dim)))

@@ -32,6 +32,11 @@ LEARNER_MODES = ("ddpg", "td3")
 MODES = (*EVOLUTIONARY_MODES, *LEARNER_MODES)
 
 
+def default_learner(mode: str) -> str:
+    """The learner a mode trains unless told otherwise: its own in ddpg/td3, DDPG (official) beside a population."""
+    return mode if mode in LEARNER_MODES else "ddpg"
+
+
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the field and what is allowed."""
 

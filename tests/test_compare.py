@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from toy_envs import CounterEnv
 
-from pderl_jax.baselines.ppo import BRAX_NOTEBOOK_SETTINGS, MIN_ITERATIONS, scaled_settings
+from pderl_jax.experiments.ppo import BRAX_NOTEBOOK_SETTINGS, MIN_ITERATIONS, scaled_settings
 from pderl_jax.cli import main
-from pderl_jax.compare import compare, final_statistics, merge, parse_methods, parse_seed_count
+from pderl_jax.experiments.compare import compare, final_statistics, merge, parse_methods, parse_seed_count
 from pderl_jax.config import ConfigError
 
 SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,
@@ -37,7 +37,7 @@ def test_statistics_match_numpy_on_fresh_values():
 
 
 def test_paper_numbers_stand_beside_ours():
-    from pderl_jax.paper import paper_result, side_by_side
+    from pderl_jax.experiments.paper import paper_result, side_by_side
 
     assert paper_result("hopper", "perl") == {"mean": 3497, "std": 63, "median": 3501}
     assert paper_result("ant", "ddpg") is None

@@ -4,7 +4,7 @@ import pytest
 
 from pderl_jax.cli import main
 from pderl_jax.config import TASKS, ConfigError, from_dict, load_config, override, to_dict, validate
-from pderl_jax.memory import memory_estimate
+from pderl_jax.training.footprint import memory_estimate
 
 # task: (elite fraction, elites, xi, omega, sigma, frames) from Table 4 and the official budgets
 TABLE_4 = {

@@ -15,7 +15,7 @@ import pytest
 from pderl_jax.config import ConfigError, load_config
 from pderl_jax.envs import make_environment
 from pderl_jax.networks import init_actor
-from pderl_jax.render import headless_gl, render_episode
+from pderl_jax.envs.render import headless_gl, render_episode
 from pderl_jax.training import Trainer
 
 

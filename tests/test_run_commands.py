@@ -11,7 +11,7 @@ import pytest
 from conftest import BRAX_HOPPER, TINY
 
 from pderl_jax.cli import main
-from pderl_jax.networks.torch_checkpoint import read_torch_state_dict
+from pderl_jax.interop.torch_checkpoint import read_torch_state_dict
 from pderl_jax.training.loop import open_run
 
 DATA = Path(__file__).parent / "data"

@@ -1,4 +1,4 @@
-"""Tests for reading PyTorch checkpoints without torch (pderl_jax.networks.torch_checkpoint).
+"""Tests for reading PyTorch checkpoints without torch (pderl_jax.interop.torch_checkpoint).
 
 torch is not a dependency, so the fixtures are written by a separate minimal writer in this file
 that emits pickle opcodes by hand and lays the files out as torch's serialization code does
@@ -25,7 +25,7 @@ import pytest
 
 from pderl_jax.config import ConfigError, NetworkConfig
 from pderl_jax.networks import apply_actor, init_actor, make_actor, to_torch_state_dict
-from pderl_jax.networks.torch_checkpoint import load_official_actor, read_torch_state_dict
+from pderl_jax.interop.torch_checkpoint import load_official_actor, read_torch_state_dict
 
 DATA = Path(__file__).parent / "data"
 OFFICIAL_ACTOR_KEYS = [

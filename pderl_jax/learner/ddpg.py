@@ -19,7 +19,7 @@ from pderl_jax.buffers.ring import RingBuffer, Transition, ring_sample
 from pderl_jax.buffers.sampling import sample_distinct
 from pderl_jax.config import LearnerConfig, NetworkConfig
 from pderl_jax.learner.noise import exploration_noise, noisy_action
-from pderl_jax.networks import apply_actor, init_actor, init_critic, make_actor, make_critic
+from pderl_jax.networks import adam, apply_actor, init_actor, init_critic, make_actor, make_critic
 
 
 @struct.dataclass
@@ -38,11 +38,6 @@ class LearnerState:
 class LearnerMetrics:
     critic_loss: jax.Array
     actor_loss: jax.Array
-
-
-def adam(learning_rate) -> optax.GradientTransformation:
-    """Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8, no weight decay)."""
-    return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
 
 
 def clip_grad_norm(grads, max_norm):
@@ -219,10 +214,4 @@ def _nan_metrics() -> LearnerMetrics:
     return LearnerMetrics(critic_loss=nan, actor_loss=nan)
 
 
-def make_learner(obs_dim: int, action_dim: int, config: LearnerConfig = LearnerConfig(),
-                 network: NetworkConfig = NetworkConfig()) -> Learner:
-    return Learner(obs_dim, action_dim, config, network)
-
-
-__all__ = ["Learner", "LearnerState", "LearnerMetrics", "make_learner", "adam", "clip_grad_norm",
-           "soft_update"]
+__all__ = ["Learner", "LearnerState", "LearnerMetrics", "clip_grad_norm", "soft_update"]

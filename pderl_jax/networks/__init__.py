@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
+import optax
 
 from pderl_jax.config import NetworkConfig
 from pderl_jax.networks.modules import Actor, Critic, OfficialLayerNorm, TorchDense, TwinCritic, normalize_unbiased
-from pderl_jax.networks.torch_layout import from_torch_state_dict, to_torch_state_dict
+from pderl_jax.interop.torch_layout import from_torch_state_dict, to_torch_state_dict
 
 
 def make_actor(action_dim: int, config: NetworkConfig = NetworkConfig(), rl: bool = False) -> Actor:
@@ -38,6 +41,17 @@ def init_population(key: jax.Array, actor: Actor, obs_dim: int, size: int) -> di
     return jax.vmap(lambda k: init_actor(k, actor, obs_dim))(jax.random.split(key, size))
 
 
+# The operators see networks only through these two signatures.
+ActorApply = Callable[[dict, jax.Array], jax.Array]  # (params, states[N, obs]) -> actions[N, act]
+QFunction = Callable[[jax.Array, jax.Array], jax.Array]  # (states[N, obs], actions[N, act]) -> Q[N]
+
+
+def adam(learning_rate) -> optax.GradientTransformation:
+    """Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8, no weight decay): the official optimiser
+    of the learner's networks and of the distillation crossover."""
+    return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+
+
 def apply_actor(actor: Actor, params: dict, states: jax.Array) -> jax.Array:
     return actor.apply({"params": params}, states)
 
@@ -46,13 +60,27 @@ def apply_critic(critic: Critic | TwinCritic, params: dict, states: jax.Array, a
     return critic.apply({"params": params}, states, actions)
 
 
+WEIGHT_MATRIX = "kernel"  # the leaf name of a Linear weight matrix; biases and LayerNorm gamma/beta are the rest
+
+
 def weight_matrix_mask(params: dict) -> dict:
-    """True for Linear weight matrices (kernels), False for biases and LayerNorm gamma/beta.
+    """True for Linear weight matrices, False for biases and LayerNorm gamma/beta.
 
     Works at any nesting depth (a twin critic nests its layers under "critics"). The official
     proximal and Gaussian mutations perturb only these leaves.
     """
-    return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == WEIGHT_MATRIX, params)
+
+
+def weight_matrices(params: dict) -> dict:
+    """The Linear weight matrices of an actor's `params`, by layer name (what the mutations perturb)."""
+    return {layer: {WEIGHT_MATRIX: leaves[WEIGHT_MATRIX]}
+            for layer, leaves in params.items() if WEIGHT_MATRIX in leaves}
+
+
+def merge_kernels(params: dict, kernels: dict) -> dict:
+    """`params` with the weight matrices of `kernels` put back (the inverse of `weight_matrices`)."""
+    return {layer: {**leaves, **kernels.get(layer, {})} for layer, leaves in params.items()}
 
 
 def count_params(params: dict, weights_only: bool = False) -> int:
@@ -61,7 +89,8 @@ def count_params(params: dict, weights_only: bool = False) -> int:
 
 
 __all__ = [
-    "Actor", "Critic", "TwinCritic", "OfficialLayerNorm", "TorchDense", "normalize_unbiased",
-    "make_actor", "make_critic", "init_actor", "init_critic", "init_population", "apply_actor",
-    "apply_critic", "weight_matrix_mask", "count_params", "to_torch_state_dict", "from_torch_state_dict",
+    "ActorApply", "QFunction", "Actor", "Critic", "TwinCritic", "OfficialLayerNorm", "TorchDense",
+    "normalize_unbiased", "make_actor", "make_critic", "init_actor", "init_critic", "init_population",
+    "adam", "apply_actor", "apply_critic", "WEIGHT_MATRIX", "weight_matrix_mask", "weight_matrices", "merge_kernels",
+    "count_params", "to_torch_state_dict", "from_torch_state_dict",
 ]

@@ -13,8 +13,6 @@ fewer while memories are not full.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -26,10 +24,7 @@ from pderl_jax.buffers.genetic_memory import crossover_memory
 from pderl_jax.buffers.ring import RingBuffer
 from pderl_jax.buffers.sampling import sample_distinct
 from pderl_jax.config import EvolutionConfig
-from pderl_jax.learner.ddpg import adam
-
-ActorApply = Callable[[dict, jax.Array], jax.Array]
-QFunction = Callable[[jax.Array, jax.Array], jax.Array]  # Q(states, actions) -> [B]
+from pderl_jax.networks import ActorApply, QFunction, adam
 
 
 @struct.dataclass

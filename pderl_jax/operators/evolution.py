@@ -10,8 +10,6 @@ The number of children and mutations is static; masks decide which are used.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -21,6 +19,7 @@ from flax import struct
 from pderl_jax.buffers.genetic_memory import take_member
 from pderl_jax.buffers.ring import RingBuffer, ring_clone
 from pderl_jax.config import EvolutionConfig
+from pderl_jax.networks import ActorApply, QFunction
 from pderl_jax.operators.distillation import DistillationInfo, distill_children
 from pderl_jax.operators.mutation import gaussian_mutation, proximal_mutation
 from pderl_jax.operators.npoint import npoint_crossover
@@ -34,9 +33,6 @@ from pderl_jax.operators.selection import (
     pairing_fitness,
     plan_selection,
 )
-
-ActorApply = Callable[[dict, jax.Array], jax.Array]
-QFunction = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 @struct.dataclass

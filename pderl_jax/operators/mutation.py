@@ -7,7 +7,6 @@ biases and LayerNorm gamma/beta are never touched, and the genetic memory is kep
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,17 +15,7 @@ from jax import lax
 from pderl_jax.buffers.ring import RingBuffer
 from pderl_jax.buffers.sampling import sample_distinct
 from pderl_jax.config import EvolutionConfig
-
-ActorApply = Callable[[dict, jax.Array], jax.Array]
-
-
-def weight_matrices(params: dict) -> dict:
-    """The Linear weight matrices (kernels) of `params`, by layer name."""
-    return {layer: {"kernel": leaves["kernel"]} for layer, leaves in params.items() if "kernel" in leaves}
-
-
-def merge_kernels(params: dict, kernels: dict) -> dict:
-    return {layer: {**leaves, **kernels.get(layer, {})} for layer, leaves in params.items()}
+from pderl_jax.networks import ActorApply, merge_kernels, weight_matrices
 
 
 def output_sensitivity(params: dict, states: jax.Array, valid: jax.Array, apply_actor: ActorApply,

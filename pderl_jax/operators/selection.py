@@ -7,8 +7,6 @@ elite clone slots and the duplicates used to even out pairs all follow the origi
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +14,8 @@ from flax import struct
 
 from pderl_jax.buffers.ring import RingBuffer, ring_latest
 from pderl_jax.buffers.sampling import sample_distinct
+from pderl_jax.networks import ActorApply
 
-ActorApply = Callable[[dict, jax.Array], jax.Array]
 
 RL_NONE, RL_ELITE, RL_SELECTED, RL_DISCARDED = 0, 1, 2, 3
 

@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 from pderl_jax.config import Config, ConfigError, TrainingDiverged, to_dict
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
-from pderl_jax.memory import format_memory_estimate, memory_estimate
-from pderl_jax.sharding import shard_population
 from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
+from pderl_jax.training.footprint import format_memory_estimate, memory_estimate
 from pderl_jax.training.generation import GenerationMetrics, Trainer, TrainState
+from pderl_jax.training.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
+from pderl_jax.training.sharding import shard_population
 
 CSV_COLUMNS = ["generation", "frames", "wall_s", "best_fitness", "pop_mean", "pop_min", "pop_max",
                "champion_test", "rl_test", "critic_loss", "actor_loss", "elite_rate", "selected_rate",

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from pderl_jax.config import SECTIONS, Config, ConfigError, override, to_dict, validate
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.hostmem import release_freed_memory
-from pderl_jax.sharding import shard_leading_axis
+from pderl_jax.training.hostmem import release_freed_memory
+from pderl_jax.training.sharding import shard_leading_axis
 from pderl_jax.training.generation import Trainer
 from pderl_jax.training.loop import CSV_COLUMNS, environment_record, metric_rows
 

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from pderl_jax.config import ConfigError
-from pderl_jax.networks.torch_layout import from_torch_state_dict
+from pderl_jax.interop.torch_layout import from_torch_state_dict
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001

@@ -2,7 +2,7 @@
 
 Evolutionary methods (pderl, perl, derl, erl) and the learners alone (td3, ddpg) run all their
 seeds as one vmapped program on brax (`train_sweep`), or one `train` run per seed on the native
-MuJoCo backend. PPO is brax.training's agent (`baselines/ppo.py`), brax only. Every run writes the
+MuJoCo backend. PPO is brax.training's agent (`experiments/ppo.py`), brax only. Every run writes the
 same `metrics.csv` columns; the final champion test of each seed goes into the table.
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pderl_jax.config import EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config, override, validate
+from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, default_learner, load_config,
+                              override, validate)
 from pderl_jax.envs.rollout import Environment
 
 METHODS = (*EVOLUTIONARY_MODES, *LEARNER_MODES, "ppo")
@@ -58,8 +59,7 @@ def parse_methods(text: str) -> list[str]:
 
 def method_config(task: str, method: str, frames: int, overrides: dict) -> Config:
     """The task's Table 4 config for one method (learner ddpg beside the population, as the official code)."""
-    learner = method if method in LEARNER_MODES else "ddpg"
-    config = load_config(task, {"mode": method, "learner.algorithm": learner, "frames": frames})
+    config = load_config(task, {"mode": method, "learner.algorithm": default_learner(method), "frames": frames})
     for name, value in overrides.items():
         config = override(config, name, value)
     validate(config)
@@ -87,7 +87,7 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
     """Every seed of one method into `out_dir/run_<i>/`; returns the run folders."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if method == "ppo":
-        from pderl_jax.baselines.ppo import train_ppo
+        from pderl_jax.experiments.ppo import train_ppo
 
         folders = []
         for i, seed in enumerate(seeds):
@@ -228,7 +228,7 @@ def write_table(summary: dict, out_dir: Path) -> None:
     env = summary["environment"]
     header = (f"Final champion test return, {summary['task']} ({env['backend']}, episodes of {env['episode_length']} "
               f"steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
-    from pderl_jax.paper import PAPER_FRAMES, TABLE1, side_by_side
+    from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 
     paper = ""
     if summary["task"] in TABLE1:
