@@ -59,7 +59,8 @@ def run_analyze(args) -> int:
     import jax
 
     from pderl_jax.analysis import analyze, format_summary
-    from pderl_jax.training.loop import open_run
+    from pderl_jax.training.metrics import METRICS_FILE
+    from pderl_jax.training.run_folder import open_run
 
     if args.draws < 1 or args.episodes < 1:
         raise ConfigError("--draws and --episodes must be at least 1")
@@ -75,7 +76,7 @@ def run_analyze(args) -> int:
           f"{int(run.state.frames)} frames) on {run.env.description}; {args.draws} draws x {args.episodes} episodes")
     summary = analyze(run.trainer, jax.random.key(args.seed), run.state.population, run.state.memories,
                       run.state.learner.critic, out, draws=args.draws, episodes=args.episodes, sigmas=sigmas,
-                      metrics_csv=args.run / "metrics.csv")
+                      metrics_csv=args.run / METRICS_FILE)
     print(format_summary(summary))
     print(f"figures and analysis.json in {out}")
     return 0
@@ -101,7 +102,7 @@ def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
         return trainer, {"official actor": params}, f"{args.official} on {env.description}"
     if args.run is None:
         raise ConfigError("give a run folder (written by pderl-jax train), or --official FILE --env TASK")
-    from pderl_jax.training.loop import open_run
+    from pderl_jax.training.run_folder import open_run
 
     run = open_run(args.run)
     actors = {"RL actor": run.state.learner.actor}
@@ -185,7 +186,8 @@ def run_train(args, overrides: dict) -> int:
     """`pderl-jax train`: a new run, or `--resume DIR` of an interrupted one."""
     from pderl_jax.envs import make_environment, resolve_task
     from pderl_jax.training.checkpoint import CheckpointOptions
-    from pderl_jax.training.loop import RunOptions, environment_from_record, read_run_config, train
+    from pderl_jax.training.loop import RunOptions, train
+    from pderl_jax.training.run_folder import environment_from_record, read_run_config
 
     if args.frames is not None:
         overrides["frames"] = args.frames

@@ -20,8 +20,9 @@ from toy_envs import CounterEnv
 from pderl_jax.config import ConfigError, TrainingDiverged, load_config
 from pderl_jax.training import Trainer
 from pderl_jax.training.checkpoint import CheckpointOptions, Checkpointer
-from pderl_jax.training.loop import (CSV_COLUMNS, RunOptions, claim_out_dir, nonfinite_quantities, run_record,
-                                     train)
+from pderl_jax.training.loop import RunOptions, nonfinite_quantities, train
+from pderl_jax.training.metrics import CSV_COLUMNS
+from pderl_jax.training.run_folder import claim_out_dir, run_record
 
 TESTS = Path(__file__).parent
 SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,

@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from pderl_jax.analysis.curves import (METRIC_COLUMNS, confidence_band, find_runs, interpolate_curves, plot_runs,
-                                       plot_single_run)
+from pderl_jax.analysis.curves import confidence_band, find_runs, interpolate_curves, plot_runs, plot_single_run
 from pderl_jax.config import ConfigError, load_config, to_dict
+from pderl_jax.training.metrics import CSV_COLUMNS
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, independent of scipy: closed forms for df 1 and 2
 # (the Cauchy quantile tan(pi (p - 1/2)); (2p - 1) / sqrt(2 p (1 - p))), a table value for df 4.
@@ -103,7 +103,7 @@ def write_run(folder, mode, seed, rows, task="hopper", sweep=None, rng=None):
                     "critic_loss": 0.1, "actor_loss": -1.0, "elite_rate": rate(), "selected_rate": rate(),
                     "discarded_rate": rate(), "synced": int(population)})
     with open(folder / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS))
+        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
         writer.writeheader()
         writer.writerows(out)
     return out
@@ -174,7 +174,7 @@ def test_find_runs_errors_name_the_path(tmp_path):
         find_runs([])
     half = tmp_path / "half"
     half.mkdir()
-    (half / "metrics.csv").write_text(",".join(METRIC_COLUMNS) + "\n")
+    (half / "metrics.csv").write_text(",".join(CSV_COLUMNS) + "\n")
     with pytest.raises(ConfigError, match=f"{half}: has metrics.csv but no config.json"):
         find_runs(half)
     (half / "config.json").write_text("{not json")
@@ -187,7 +187,7 @@ def test_find_runs_errors_name_the_path(tmp_path):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ConfigError, match="file.txt: expected a run folder"):
         find_runs(tmp_path / "file.txt")
-    (half / "metrics.csv").write_text(",".join(METRIC_COLUMNS) + "\n")  # header only: found, but nothing to plot
+    (half / "metrics.csv").write_text(",".join(CSV_COLUMNS) + "\n")  # header only: found, but nothing to plot
     assert find_runs(half)[0].rows == 0
     with pytest.raises(ConfigError, match="no metrics rows"):
         plot_runs(half, tmp_path / "out")
@@ -263,7 +263,7 @@ def test_plot_single_run_is_fast_and_survives_short_runs(tmp_path):
         assert plot_single_run(tmp_path / f"one_{mode}").stat().st_size > 5000
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "metrics.csv").write_text(",".join(METRIC_COLUMNS) + "\n")  # compiled, no generation yet
+    (empty / "metrics.csv").write_text(",".join(CSV_COLUMNS) + "\n")  # compiled, no generation yet
     assert plot_single_run(empty).exists()
     with pytest.raises(ConfigError, match="cannot read the metrics"):
         plot_single_run(tmp_path / "missing")

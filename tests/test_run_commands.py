@@ -12,7 +12,7 @@ from conftest import BRAX_HOPPER, TINY
 
 from pderl_jax.cli import main
 from pderl_jax.interop.torch_checkpoint import read_torch_state_dict
-from pderl_jax.training.loop import open_run
+from pderl_jax.training.run_folder import open_run
 
 DATA = Path(__file__).parent / "data"
 

@@ -7,7 +7,7 @@ import math
 from conftest import BRAX_HOPPER, BRAX_RUN_ARGS, TINY
 
 from pderl_jax.cli import main
-from pderl_jax.training.loop import CSV_COLUMNS
+from pderl_jax.training.metrics import CSV_COLUMNS
 
 
 def read_rows(path):

@@ -12,7 +12,6 @@ nor pyplot's global state is involved.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -24,14 +23,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pderl_jax.config import EVOLUTIONARY_MODES, ConfigError
+from pderl_jax.training.metrics import METRICS_FILE, POPULATION_COLUMNS, RATE_COLUMNS, read_metric_columns
 
-# The columns of a run's metrics.csv (as pderl_jax.training.loop.CSV_COLUMNS; repeated here so that
-# reading results does not import the training code). Columns a file lacks read as NaN.
-METRIC_COLUMNS = ("generation", "frames", "wall_s", "best_fitness", "pop_mean", "pop_min", "pop_max",
-                  "champion_test", "rl_test", "critic_loss", "actor_loss", "elite_rate", "selected_rate",
-                  "discarded_rate", "synced")
-RATE_COLUMNS = ("elite_rate", "selected_rate", "discarded_rate")
-POPULATION_COLUMNS = ("pop_mean", "pop_min", "pop_max")
 # What curves.json holds, per x axis.
 QUANTITIES = {
     "frames": ("champion_test", "rl_test", *POPULATION_COLUMNS, *RATE_COLUMNS),
@@ -49,7 +42,7 @@ class RunRecord:
     label: str
     seed: int | None
     config: dict
-    metrics: dict[str, np.ndarray]  # every METRIC_COLUMNS entry (and any other column), float64
+    metrics: dict[str, np.ndarray]  # every CSV_COLUMNS entry (and any other column), float64
 
     @property
     def task(self) -> str:
@@ -106,11 +99,11 @@ def _record(run_dir: Path) -> RunRecord:
     config = _read_config(run_dir / "config.json")
     seed = config.get("seed")
     return RunRecord(path=run_dir, label="", seed=int(seed) if isinstance(seed, (int, float)) else None,
-                     config=config, metrics=read_metrics(run_dir / "metrics.csv"))
+                     config=config, metrics=read_metric_columns(run_dir / METRICS_FILE))
 
 
 def _is_run(path: Path) -> bool:
-    return (path / "metrics.csv").is_file() and (path / "config.json").is_file()
+    return (path / METRICS_FILE).is_file() and (path / "config.json").is_file()
 
 
 def _children(path: Path) -> list[Path]:
@@ -127,14 +120,14 @@ def _run_dirs(path: Path) -> list[Path]:
     if not path.exists():
         raise ConfigError(f"{path}: no such file or folder")
     if path.is_file():
-        if path.name in ("metrics.csv", "config.json", "summary.json"):
+        if path.name in (METRICS_FILE, "config.json", "summary.json"):
             path = path.parent  # a file of a run folder stands for the folder
         else:
             raise ConfigError(f"{path}: expected a run folder (metrics.csv + config.json), a sweep folder or a "
                               f"folder of runs, got a file")
     if _is_run(path):
         return [path]
-    if (path / "metrics.csv").is_file():
+    if (path / METRICS_FILE).is_file():
         raise ConfigError(f"{path}: has metrics.csv but no config.json, so the run cannot be labelled")
     found = []
     for child in _children(path):
@@ -156,34 +149,6 @@ def _read_config(path: Path) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(config).__name__}")
     return config
-
-
-def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A metrics.csv as float64 columns; every METRIC_COLUMNS entry is present (NaN where missing).
-
-    Empty cells and cells of a truncated last line (a run still writing) read as NaN.
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            lines = [row for row in reader if row]
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the metrics ({e.strerror})") from None
-    if header is None:
-        lines, header = [], []
-    columns = list(dict.fromkeys([*header, *METRIC_COLUMNS]))
-    data = np.full((len(lines), len(columns)), np.nan)
-    for i, row in enumerate(lines):
-        for j, cell in enumerate(row[: len(header)]):
-            cell = cell.strip()
-            if cell:
-                try:
-                    data[i, j] = float(cell)
-                except ValueError:
-                    raise ConfigError(f"{path}, line {i + 2}, column {header[j]!r}: {cell!r} is not a number") from None
-    return {name: data[:, j].copy() for j, name in enumerate(columns)}
 
 
 def _sweep_label(values: dict) -> str:
@@ -478,7 +443,7 @@ def plot_single_run(run_dir: str | os.PathLike) -> Path:
     readable); a run with zero or one row gives a (nearly empty) figure rather than an error.
     """
     run_dir = Path(run_dir)
-    metrics = read_metrics(run_dir / "metrics.csv")
+    metrics = read_metric_columns(run_dir / METRICS_FILE)
     try:
         config = json.loads((run_dir / "config.json").read_text())
         title = f"{config.get('task', '')} {config.get('mode', '')} seed {config.get('seed', '?')}".strip()
@@ -513,4 +478,4 @@ def plot_single_run(run_dir: str | os.PathLike) -> Path:
 
 
 __all__ = ["RunRecord", "confidence_band", "find_runs", "group_curves", "group_runs", "interpolate_curves",
-           "plot_runs", "plot_single_run", "read_metrics"]
+           "plot_runs", "plot_single_run"]

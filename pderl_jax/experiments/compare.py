@@ -115,11 +115,11 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
 
 def final_tests(folders: list[Path]) -> list[float]:
     """The last row's champion test of each run."""
-    from pderl_jax.training.loop import read_metrics
+    from pderl_jax.training.metrics import METRICS_FILE, read_metrics
 
     values = []
     for folder in folders:
-        rows = read_metrics(folder / "metrics.csv")
+        rows = read_metrics(folder / METRICS_FILE)
         if not rows:
             raise ConfigError(f"{folder}/metrics.csv has no rows")
         values.append(rows[-1]["champion_test"])
@@ -129,7 +129,7 @@ def final_tests(folders: list[Path]) -> list[float]:
 def compare(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int, out_dir: Path,
             overrides: dict | None = None, force: bool = False, progress: bool = True, print_fn=print) -> dict:
     """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`."""
-    from pderl_jax.training.loop import claim_out_dir
+    from pderl_jax.training.run_folder import claim_out_dir
 
     overrides = dict(overrides or {})
     if "ppo" in methods and getattr(env, "batched", False):
@@ -180,7 +180,7 @@ def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=
 
     They must agree on task, frames, seeds and environment; a method may appear only once.
     """
-    from pderl_jax.training.loop import claim_out_dir
+    from pderl_jax.training.run_folder import claim_out_dir
 
     summaries = []
     for folder in comparisons:

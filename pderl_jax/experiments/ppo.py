@@ -15,9 +15,7 @@ length, undiscounted, until termination.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from pderl_jax.config import ConfigError
 from pderl_jax.envs.brax_env import BraxEnvironment
 from pderl_jax.envs.rollout import rollout
 from pderl_jax.training.generation import TEST_EPISODES
-from pderl_jax.training.loop import CSV_COLUMNS
+from pderl_jax.training.metrics import blank_row, write_metrics
 
 # brax training notebook (notebooks/training.ipynb), its PPO cells; num_timesteps and num_evals are
 # set by the comparison. The notebook trains hopper and walker2d with SAC and has no swimmer, so
@@ -99,9 +97,9 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
     def progress(step, metrics):
         if "eval/episode_reward" in metrics:
             value = float(metrics["eval/episode_reward"])
-            rows.append({**{c: math.nan for c in CSV_COLUMNS}, "generation": len(rows) + 1, "frames": int(step),
-                         "wall_s": round(time.perf_counter() - start, 3), "champion_test": value, "rl_test": value,
-                         "synced": 0})
+            rows.append(blank_row(generation=len(rows) + 1, frames=int(step),
+                                  wall_s=round(time.perf_counter() - start, 3), champion_test=value, rl_test=value,
+                                  synced=0))
 
     make_policy, params, _ = ppo.train(
         environment=env._env, num_timesteps=frames, episode_length=env.episode_length, num_evals=EVALUATIONS,
@@ -110,10 +108,7 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
     final = test_policy(env, make_policy(params, deterministic=True), jax.random.key(seed + 10_007))
     rows[-1]["champion_test"] = rows[-1]["rl_test"] = final  # the final test, measured like ours
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
-    with open(out_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_metrics(out_dir, rows)
     print_fn(f"ppo seed {seed}: {rows[-1]['frames']} frames, final test {final:.1f}")
     return {"seed": seed, "frames": rows[-1]["frames"], "final_champion_test": final,
             "wall_s": rows[-1]["wall_s"]}

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
-import shutil
 import signal
 import threading
 import time
@@ -20,52 +17,15 @@ import numpy as np
 from jax import lax
 from tqdm import tqdm
 
-from pderl_jax.config import Config, ConfigError, TrainingDiverged, to_dict
+from pderl_jax.config import Config, ConfigError, TrainingDiverged
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
+from pderl_jax.training.checkpoint import CHECKPOINT_DIR, CheckpointOptions, Checkpointer
 from pderl_jax.training.footprint import format_memory_estimate, memory_estimate
 from pderl_jax.training.generation import GenerationMetrics, Trainer, TrainState
 from pderl_jax.training.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
+from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, metric_rows, read_metrics
+from pderl_jax.training.run_folder import claim_out_dir, run_record
 from pderl_jax.training.sharding import shard_population
-
-CSV_COLUMNS = ["generation", "frames", "wall_s", "best_fitness", "pop_mean", "pop_min", "pop_max",
-               "champion_test", "rl_test", "critic_loss", "actor_loss", "elite_rate", "selected_rate",
-               "discarded_rate", "synced"]
-INT_COLUMNS = ("generation", "frames", "synced")
-
-
-def metric_rows(metrics: GenerationMetrics, first_generation: int, wall_s: float) -> list[dict]:
-    """CSV rows of a chunk of generations (metrics stacked on a leading axis)."""
-    m = jax.tree.map(np.asarray, metrics)
-    rows = []
-    for i in range(m.frames.shape[0]):
-        fitness = m.fitness[i] if m.fitness.shape[1] else np.full((1,), np.nan)  # learner-only modes
-        rows.append({
-            "generation": first_generation + i, "frames": int(m.frames[i]), "wall_s": round(wall_s, 3),
-            "best_fitness": float(fitness.max()), "pop_mean": float(fitness.mean()),
-            "pop_min": float(fitness.min()), "pop_max": float(fitness.max()),
-            "champion_test": float(m.champion_test[i]), "rl_test": float(m.rl_test[i]),
-            "critic_loss": float(m.critic_loss[i]), "actor_loss": float(m.actor_loss[i]),
-            "elite_rate": float(m.elite_rate[i]), "selected_rate": float(m.selected_rate[i]),
-            "discarded_rate": float(m.discarded_rate[i]), "synced": int(m.synced[i]),
-        })
-    return rows
-
-
-def environment_record(env: Environment) -> dict:
-    """What `config.json` records of the environment (enough to rebuild it)."""
-    return {"name": getattr(env, "task", type(env).__name__), "backend": getattr(env, "backend", None),
-            "episode_length": env.episode_length}
-
-
-def environment_from_record(record: dict, task: str) -> Environment:
-    """The environment a `config.json` environment record describes (inverse of `environment_record`)."""
-    from pderl_jax.envs import make_environment
-
-    if record["backend"] == "gymnasium":
-        return make_environment(task, "gymnasium", episode_length=record["episode_length"])
-    return make_environment(task, "brax", physics=record["backend"], episode_length=record["episode_length"])
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -92,90 +52,6 @@ class RunOptions:
                 import tensorboardX  # noqa: F401
             except ImportError:
                 raise ConfigError("--tensorboard needs tensorboardX: pip install 'pderl-jax[tensorboard]'") from None
-
-
-# What a run writes into its folder (all removed by --force, nothing else is).
-RUN_FILES = ("config.json", "metrics.csv", "summary.json", "learning_curve.png", CHECKPOINT_DIR, DAMAGED_DIR,
-             "tensorboard", "analysis")
-
-
-def claim_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ...] = RUN_FILES) -> None:
-    """Make `out_dir` ready for a new run and write its `config.json`; never silently overwrite results.
-
-    Only the files a run writes (`files`) are removed with `force`; anything else stays.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is a file; choose a folder")
-    existing = [name for name in files if (out_dir / name).exists() and name != "config.json"]
-    if existing and not force:
-        previous = out_dir / "config.json"
-        same = previous.exists() and json.loads(previous.read_text()) == record
-        what = "this run (same settings)" if same else "a different run"
-        raise ConfigError(f"{out_dir} already holds {what} ({', '.join(existing)}); continue it with "
-                          f"--resume {out_dir}, choose another --out, or pass --force to overwrite it")
-    for name in files:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(record, indent=2))
-
-
-def run_record(config: Config, env: Environment, options: RunOptions | None = None) -> dict:
-    """The `config.json` of a run: every setting, the environment and how the run is driven."""
-    record = {**to_dict(config), "environment": environment_record(env)}
-    if options is not None:
-        record["run"] = {"generations_per_call": options.generations_per_call,
-                         "max_generations": options.max_generations, "checkpoint_every": options.checkpoint.every,
-                         "keep_checkpoints": options.checkpoint.keep, "checkpoint_replay": options.checkpoint.replay}
-    return record
-
-
-def read_run_config(run_dir: Path) -> tuple[Config, dict, dict]:
-    """(config, environment record, run options record) of a folder written by `train`."""
-    from pderl_jax.config import from_dict, validate
-
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise ConfigError(f"{path} not found: pass a folder written by pderl-jax train")
-    try:
-        raw = json.loads(path.read_text())
-        environment, run = raw.pop("environment"), raw.pop("run", {})
-    except (ValueError, KeyError, AttributeError) as error:
-        raise ConfigError(f"{path} is not a run's config.json ({error})") from None
-    config = from_dict(raw)
-    validate(config)
-    return config, environment, run
-
-
-@dataclass
-class SavedRun:
-    """A run folder's settings, environment and newest intact checkpoint."""
-
-    path: Path
-    config: Config
-    env: Environment
-    trainer: Trainer
-    state: TrainState
-    meta: dict
-
-
-def open_run(run_dir: Path, print_fn: Callable[[str], None] = print) -> SavedRun:
-    """Rebuild a run's environment and trainer from `config.json` and restore its newest intact checkpoint."""
-    config, environment, _ = read_run_config(run_dir)
-    env = environment_from_record(environment, config.task)
-    trainer = Trainer(config, env)
-    like = jax.eval_shape(trainer.init, jax.random.key(0))
-    restored = Checkpointer(run_dir, CheckpointOptions()).restore_latest(
-        like, fresh_replay=jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), like.replay), report=print_fn)
-    if restored is None:
-        raise ConfigError(f"no intact checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: the run wrote none yet "
-                          "(checkpoints are written every --checkpoint-every generations and at the end)")
-    state, meta = restored
-    return SavedRun(Path(run_dir), config, env, trainer, state, meta)
 
 
 def nonfinite_quantities(metrics: GenerationMetrics, state: TrainState, first_generation: int) -> list[str]:
@@ -276,7 +152,7 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
             raise ConfigError(f"no intact checkpoint in {out_dir / CHECKPOINT_DIR}; start the run again with --force")
         state, meta = restored
         wall_offset = meta["wall_s"]
-        rows = read_metrics(out_dir / "metrics.csv", int(state.generation))
+        rows = read_metrics(out_dir / METRICS_FILE, int(state.generation))
         print_fn(f"resuming from generation {int(state.generation)} ({int(state.frames)} frames)"
                  + ("" if meta["replay"] else "; the replay buffer was not saved, so it starts empty "
                                              "and the run will differ from an uninterrupted one"))
@@ -360,57 +236,6 @@ def _reaches_multiple(every: int, first: int, last: int) -> bool:
     return bool(every) and last // every > (first - 1) // every
 
 
-def read_metrics(path: Path, up_to_generation: int | None = None) -> list[dict]:
-    """The rows of a `metrics.csv` (numbers parsed), optionally only up to a generation."""
-    if not Path(path).exists():
-        return []
-    with open(path) as f:
-        rows = [{k: (int(v) if k in INT_COLUMNS else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return [r for r in rows if up_to_generation is None or r["generation"] <= up_to_generation]
-
-
-class MetricsLog:
-    """`metrics.csv` (rewritten with `rows` first, so a resumed run drops rows past its checkpoint), and
-    optionally TensorBoard."""
-
-    def __init__(self, out_dir: Path, rows: list[dict], tensorboard: bool):
-        self.out_dir, self.rows, self.tensorboard = Path(out_dir), list(rows), tensorboard
-
-    def __enter__(self):
-        path = self.out_dir / "metrics.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, path)
-        self._file = open(path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
-        self._board = None
-        if self.tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._board = SummaryWriter(str(self.out_dir / "tensorboard"))
-        return self
-
-    def write(self, rows: list[dict]) -> None:
-        self._writer.writerows(rows)
-        self._file.flush()
-        self.rows.extend(rows)
-        if self._board is not None:
-            for row in rows:
-                for name, value in row.items():
-                    if name not in ("generation", "frames") and math.isfinite(value):
-                        self._board.add_scalar(name, value, global_step=row["frames"])
-            self._board.flush()
-
-    def __exit__(self, *exc):
-        self._file.close()
-        if self._board is not None:
-            self._board.close()
-        return False
-
-
 def _plot_learning_curve(out_dir: Path, print_fn) -> None:
     try:
         from pderl_jax.analysis.curves import plot_single_run
@@ -426,9 +251,8 @@ def _analyze_during_run(trainer, state, out_dir: Path, generation: int, draws: i
     key = jax.random.fold_in(jax.random.key(trainer.config.seed + 1_000_003), generation)
     summary = analyze(trainer, key, state.population, state.memories, state.learner.critic,
                       out_dir / "analysis" / f"gen_{generation:05d}", draws=draws,
-                      metrics_csv=out_dir / "metrics.csv")
+                      metrics_csv=out_dir / METRICS_FILE)
     bar.write(f"generation {generation}: " + format_summary(summary))
 
 
-__all__ = ["train", "RunOptions", "TrainingDiverged", "claim_out_dir", "run_record", "read_run_config", "open_run", "SavedRun", "read_metrics", "metric_rows",
-           "nonfinite_quantities", "environment_record", "environment_from_record", "CSV_COLUMNS"]
+__all__ = ["train", "RunOptions", "TrainingDiverged", "nonfinite_quantities"]

@@ -9,6 +9,7 @@ devices when it divides evenly. Each run writes its own `run_<i>/metrics.csv` an
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import itertools
@@ -27,10 +28,11 @@ from tqdm import tqdm
 
 from pderl_jax.config import SECTIONS, Config, ConfigError, override, to_dict, validate
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.training.hostmem import release_freed_memory
-from pderl_jax.training.sharding import shard_leading_axis
 from pderl_jax.training.generation import Trainer
-from pderl_jax.training.loop import CSV_COLUMNS, environment_record, metric_rows
+from pderl_jax.training.hostmem import release_freed_memory
+from pderl_jax.training.metrics import MetricsLog, metric_rows
+from pderl_jax.training.run_folder import environment_record
+from pderl_jax.training.sharding import shard_leading_axis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,40 +144,36 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
     release_freed_memory()
     print_fn(f"compiled in {compile_s:.1f} s")
 
-    files, writers, rows = [], [], [[] for _ in runs]
+    logs = []
     for run in runs:
         run_dir = out_dir / f"run_{run.index:03d}"
         run_dir.mkdir(exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(
             {**to_dict(run.config), "environment": environment_record(env), "sweep": run.values}, indent=2))
-        f = open(run_dir / "metrics.csv", "w", newline="")
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        files.append(f)
-        writers.append(writer)
+        logs.append(MetricsLog(run_dir))
+    rows = [log.rows for log in logs]
     done = np.zeros(len(runs), bool)
     bar = tqdm(total=base.frames * len(runs), unit="frame", disable=not progress, dynamic_ncols=True)
-    try:
+    with contextlib.ExitStack() as open_files:
+        open_files.callback(bar.close)
+        for log in logs:
+            open_files.enter_context(log)
         while not done.all():
             first = int(np.asarray(states.generation).max()) + 1
             states, metrics = step(states, hparams)
             elapsed = time.perf_counter() - start
             for i in np.flatnonzero(~done):
                 run_metrics = jax.tree.map(lambda x: x[:, i], metrics)
-                for row in metric_rows(run_metrics, first, elapsed):
+                kept = []
+                for row in metric_rows(run_metrics, first, elapsed):  # up to the row past the budget
                     if done[i]:
                         break
-                    before = rows[i][-1]["frames"] if rows[i] else 0
-                    rows[i].append(row)
-                    writers[i].writerow(row)
+                    before = kept[-1]["frames"] if kept else (rows[i][-1]["frames"] if rows[i] else 0)
+                    kept.append(row)
                     bar.update(min(row["frames"], base.frames) - min(before, base.frames))
                     done[i] = row["frames"] > base.frames
-                files[i].flush()
+                logs[i].write(kept)
             bar.set_postfix(done=f"{done.sum()}/{len(runs)}", fps=f"{sum(r[-1]['frames'] for r in rows) / elapsed:.0f}")
-    finally:
-        bar.close()
-        for f in files:
-            f.close()
     wall = time.perf_counter() - start
     summaries = []
     for run, run_rows in zip(runs, rows):

@@ -1,0 +1,124 @@
+"""A run folder: claiming it, the `config.json` record of a run, and reopening a finished or stopped run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import jax
+import jax.numpy as jnp
+
+from pderl_jax.config import Config, ConfigError, to_dict
+from pderl_jax.envs.rollout import Environment
+from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
+from pderl_jax.training.generation import Trainer, TrainState
+from pderl_jax.training.metrics import METRICS_FILE
+
+if TYPE_CHECKING:
+    from pderl_jax.training.loop import RunOptions
+
+
+def environment_record(env: Environment) -> dict:
+    """What `config.json` records of the environment (enough to rebuild it)."""
+    return {"name": getattr(env, "task", type(env).__name__), "backend": getattr(env, "backend", None),
+            "episode_length": env.episode_length}
+
+
+def environment_from_record(record: dict, task: str) -> Environment:
+    """The environment a `config.json` environment record describes (inverse of `environment_record`)."""
+    from pderl_jax.envs import make_environment
+
+    if record["backend"] == "gymnasium":
+        return make_environment(task, "gymnasium", episode_length=record["episode_length"])
+    return make_environment(task, "brax", physics=record["backend"], episode_length=record["episode_length"])
+
+
+# What a run writes into its folder (all removed by --force, nothing else is).
+RUN_FILES = ("config.json", METRICS_FILE, "summary.json", "learning_curve.png", CHECKPOINT_DIR, DAMAGED_DIR,
+             "tensorboard", "analysis")
+
+
+def claim_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ...] = RUN_FILES) -> None:
+    """Make `out_dir` ready for a new run and write its `config.json`; never silently overwrite results.
+
+    Only the files a run writes (`files`) are removed with `force`; anything else stays.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; choose a folder")
+    existing = [name for name in files if (out_dir / name).exists() and name != "config.json"]
+    if existing and not force:
+        previous = out_dir / "config.json"
+        same = previous.exists() and json.loads(previous.read_text()) == record
+        what = "this run (same settings)" if same else "a different run"
+        raise ConfigError(f"{out_dir} already holds {what} ({', '.join(existing)}); continue it with "
+                          f"--resume {out_dir}, choose another --out, or pass --force to overwrite it")
+    for name in files:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(record, indent=2))
+
+
+def run_record(config: Config, env: Environment, options: RunOptions | None = None) -> dict:
+    """The `config.json` of a run: every setting, the environment and how the run is driven."""
+    record = {**to_dict(config), "environment": environment_record(env)}
+    if options is not None:
+        record["run"] = {"generations_per_call": options.generations_per_call,
+                         "max_generations": options.max_generations, "checkpoint_every": options.checkpoint.every,
+                         "keep_checkpoints": options.checkpoint.keep, "checkpoint_replay": options.checkpoint.replay}
+    return record
+
+
+def read_run_config(run_dir: Path) -> tuple[Config, dict, dict]:
+    """(config, environment record, run options record) of a folder written by `train`."""
+    from pderl_jax.config import from_dict, validate
+
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError(f"{path} not found: pass a folder written by pderl-jax train")
+    try:
+        raw = json.loads(path.read_text())
+        environment, run = raw.pop("environment"), raw.pop("run", {})
+    except (ValueError, KeyError, AttributeError) as error:
+        raise ConfigError(f"{path} is not a run's config.json ({error})") from None
+    config = from_dict(raw)
+    validate(config)
+    return config, environment, run
+
+
+@dataclass
+class SavedRun:
+    """A run folder's settings, environment and newest intact checkpoint."""
+
+    path: Path
+    config: Config
+    env: Environment
+    trainer: Trainer
+    state: TrainState
+    meta: dict
+
+
+def open_run(run_dir: Path, print_fn: Callable[[str], None] = print) -> SavedRun:
+    """Rebuild a run's environment and trainer from `config.json` and restore its newest intact checkpoint."""
+    config, environment, _ = read_run_config(run_dir)
+    env = environment_from_record(environment, config.task)
+    trainer = Trainer(config, env)
+    like = jax.eval_shape(trainer.init, jax.random.key(0))
+    restored = Checkpointer(run_dir, CheckpointOptions()).restore_latest(
+        like, fresh_replay=jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), like.replay), report=print_fn)
+    if restored is None:
+        raise ConfigError(f"no intact checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: the run wrote none yet "
+                          "(checkpoints are written every --checkpoint-every generations and at the end)")
+    state, meta = restored
+    return SavedRun(Path(run_dir), config, env, trainer, state, meta)
+
+
+__all__ = ["RUN_FILES", "claim_out_dir", "run_record", "read_run_config", "environment_record",
+           "environment_from_record", "SavedRun", "open_run"]
