@@ -36,9 +36,10 @@ def enable_compilation_cache() -> None:
 
 def run_sweep(args, overrides: dict) -> int:
     """`pderl-jax sweep`: seeds x grid values in one compiled program."""
-    from pderl_jax.envs import BraxEnvironment
+    from pderl_jax.envs import make_environment
     from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, train_sweep
 
+    overrides = {"mode": args.mode, "learner.algorithm": args.learner or default_learner(args.mode), **overrides}
     if args.frames is not None:
         overrides["frames"] = args.frames
     base = load_config(args.env, overrides)
@@ -46,7 +47,7 @@ def run_sweep(args, overrides: dict) -> int:
     if args.generations_per_call < 1:
         raise ConfigError("--generations-per-call must be at least 1")
     runs = expand_runs(base, seeds, grid)
-    env = BraxEnvironment(args.env, backend=args.physics, episode_length=args.episode_length)
+    env = make_environment(args.env, "brax", physics=args.physics, episode_length=args.episode_length)
     out = args.out or Path("results") / f"sweep-{args.env}-{args.mode}"
     print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs "
           f"({len(seeds)} seeds x {len(runs) // len(seeds)} settings), {base.frames} frames each -> {out}")
@@ -238,7 +239,42 @@ def run_train(args, overrides: dict) -> int:
     return 130 if summary["interrupted"] else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_memory(args, overrides: dict) -> int:
+    """`pderl-jax memory`: the memory estimate of a task's configuration."""
+    from pderl_jax.training.footprint import format_memory_estimate, memory_estimate
+
+    config = load_config(args.env, overrides)
+    print(format_memory_estimate(memory_estimate(config, args.obs_dim, args.action_dim)))
+    return 0
+
+
+# ---------------------------------------------------------------- flags shared by several commands
+def add_environment_flags(command, backend_help: str | None, physics_help: str, length_help: str) -> None:
+    """--backend (omitted where `backend_help` is None), --physics and --episode-length."""
+    if backend_help is not None:
+        command.add_argument("--backend", default=None, choices=["brax", "gymnasium"], help=backend_help)
+    command.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help=physics_help)
+    command.add_argument("--episode-length", type=int, default=1000, help=length_help)
+
+
+def add_algorithm_flags(command, default_mode: str | None, mode_help: str, learner_help: str) -> None:
+    """--mode and --learner."""
+    command.add_argument("--mode", default=default_mode, choices=list(MODES), help=mode_help)
+    command.add_argument("--learner", default=None, choices=["ddpg", "td3"], help=learner_help)
+
+
+def add_set_flag(command, help_text: str = "override any config value, e.g. evolution.pop_size=20") -> None:
+    command.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help=help_text)
+
+
+def add_run_flags(command, out_help: str, force_help: str) -> None:
+    """--out, --force and --no-progress of the commands that train."""
+    command.add_argument("--out", type=Path, default=None, help=out_help)
+    command.add_argument("--force", action="store_true", help=force_help)
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pderl-jax", description="PDERL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -246,27 +282,23 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--env", default=None, metavar="TASK",
                        help=f"task: {', '.join(TASKS)} or a Gymnasium id such as HalfCheetah-v5 "
                             "(its Table 4 config is loaded; default halfcheetah)")
-    train.add_argument("--mode", default=None, choices=list(MODES),
-                       help="algorithm (default pderl); ddpg and td3 train the learner alone, without a population")
-    train.add_argument("--learner", default=None, choices=["ddpg", "td3"],
-                       help="off-policy learner beside the population (default ddpg, as the official code; "
-                            "in the ddpg/td3 modes, the mode's own)")
-    train.add_argument("--backend", default=None, choices=["brax", "gymnasium"],
-                       help="brax (JAX physics, default for task names) or gymnasium (native MuJoCo v5 tasks "
-                            "stepped on the host, default for Gymnasium ids)")
-    train.add_argument("--physics", default="auto", choices=["auto", *BACKENDS],
-                       help="brax physics pipeline (default auto: spring, the fastest on CPU, where the task "
-                            "supports it, else generalized; mjx is closest to MuJoCo)")
-    train.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
+    add_algorithm_flags(train, None, "algorithm (default pderl); ddpg and td3 train the learner alone, without a "
+                        "population", "off-policy learner beside the population (default ddpg, as the official "
+                        "code; in the ddpg/td3 modes, the mode's own)")
+    add_environment_flags(train, "brax (JAX physics, default for task names) or gymnasium (native MuJoCo v5 tasks "
+                          "stepped on the host, default for Gymnasium ids)",
+                          "brax physics pipeline (default auto: spring, the fastest on CPU, where the task "
+                          "supports it, else generalized; mjx is closest to MuJoCo)",
+                          "time limit per episode (default 1000)")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     train.add_argument("--frames", type=int, default=None, help="stored-frame budget (default: the task's, e.g. 6M)")
     train.add_argument("--generations", type=int, default=None, metavar="N",
                        help="also stop after N generations in all (default: the frame budget alone)")
-    train.add_argument("--out", type=Path, default=None, help="results folder (default results/ENV-MODE-seedN)")
+    add_run_flags(train, "results folder (default results/ENV-MODE-seedN)",
+                  "overwrite the results of another run in --out")
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
                        help="continue the run in DIR from its newest intact checkpoint; the rows after it are "
                             "the ones an uninterrupted run writes (--frames/--generations may extend it)")
-    train.add_argument("--force", action="store_true", help="overwrite the results of another run in --out")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                        help="checkpoint every N generations (default 5; 0: only at the end and on Ctrl-C)")
     train.add_argument("--keep-checkpoints", type=int, default=None, metavar="K",
@@ -276,32 +308,25 @@ def main(argv: list[str] | None = None) -> int:
                             "empty buffer and is no longer exact)")
     train.add_argument("--generations-per-call", type=int, default=None,
                        help="generations per compiled call (more: less host overhead, coarser logging; default 1)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard events to OUT/tensorboard (needs tensorboardX)")
     train.add_argument("--analyze-every", type=int, default=0, metavar="N",
                        help="run the operator study (pderl-jax analyze) every N generations into OUT/analysis; "
                             "extra episodes are not counted as frames (default 0: never)")
-    train.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
+    add_set_flag(train, "override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
 
     sweep = sub.add_parser("sweep", help="several seeds and float hyperparameters as one vmapped program (brax)")
     sweep.add_argument("--env", default="halfcheetah", choices=TASKS, help="brax task (default halfcheetah)")
-    sweep.add_argument("--mode", default="pderl", choices=list(MODES), help="algorithm (default pderl)")
-    sweep.add_argument("--learner", default=None, choices=["ddpg", "td3"], help="off-policy learner (default ddpg)")
-    sweep.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help="brax physics (default auto)")
-    sweep.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
+    add_algorithm_flags(sweep, "pderl", "algorithm (default pderl)", "off-policy learner (default ddpg)")
+    add_environment_flags(sweep, None, "brax physics (default auto)", "time limit per episode (default 1000)")
     sweep.add_argument("--seeds", default="0..3", help="seeds: a range 0..7 or a list 0,3,9 (default 0..3)")
     sweep.add_argument("--grid", nargs="*", default=[], metavar="SECTION.FIELD=V1,V2",
                        help="float settings to vary, e.g. learner.actor_lr=1e-4,5e-5 evolution.mutation_sigma=0.05,0.1; "
                             "every combination runs with every seed")
     sweep.add_argument("--frames", type=int, default=None, help="stored-frame budget per run (default: the task's)")
-    sweep.add_argument("--out", type=Path, default=None, help="results folder (default results/sweep-ENV-MODE)")
+    add_run_flags(sweep, "results folder (default results/sweep-ENV-MODE)", "overwrite an earlier sweep in --out")
     sweep.add_argument("--generations-per-call", type=int, default=1, help="generations per compiled call")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sweep.add_argument("--force", action="store_true", help="overwrite an earlier sweep in --out")
-    sweep.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="override any config value for all runs")
+    add_set_flag(sweep, "override any config value for all runs")
 
     analyze = sub.add_parser("analyze", help="operator diagnostics of a run's saved population (paper Figs 1-9, 11)")
     analyze.add_argument("run", type=Path, help="a results folder written by pderl-jax train")
@@ -320,11 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                              help="an official PDERL actor state dict (evo_net.pkl) instead of a run; needs --env")
         command.add_argument("--env", default="halfcheetah", metavar="TASK", help="task of --official (a brax "
                              "task name or a Gymnasium id)")
-        command.add_argument("--backend", default=None, choices=["brax", "gymnasium"], help="backend of --official")
-        command.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help="brax physics of --official")
-        command.add_argument("--episode-length", type=int, default=1000, help="time limit of --official episodes")
-        command.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
-                             help="network settings of --official, e.g. network.actor_hidden=400,300")
+        add_environment_flags(command, "backend of --official", "brax physics of --official",
+                              "time limit of --official episodes")
+        add_set_flag(command, "network settings of --official, e.g. network.actor_hidden=400,300")
         command.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
         if name == "evaluate":
             command.add_argument("--episodes", type=int, default=10, help="episodes per actor (default 10)")
@@ -344,18 +367,14 @@ def main(argv: list[str] | None = None) -> int:
                             help="comma-separated: pderl, perl, derl, erl, td3, ddpg, ppo (default: the paper's six)")
     comparison.add_argument("--seeds", default="5", help="a count (5: seeds 0..4), a range 0..4 or a list 0,3,9")
     comparison.add_argument("--frames", type=int, default=None, help="frames per run (default: the task's budget)")
-    comparison.add_argument("--backend", default=None, choices=["brax", "gymnasium"],
-                            help="brax (default for task names; seeds vmapped) or gymnasium (native MuJoCo; no PPO)")
-    comparison.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help="brax physics")
-    comparison.add_argument("--episode-length", type=int, default=1000, help="time limit per episode (default 1000)")
-    comparison.add_argument("--out", type=Path, default=None, help="results folder (default results/compare-ENV)")
-    comparison.add_argument("--force", action="store_true", help="overwrite an earlier comparison in --out")
-    comparison.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_environment_flags(comparison, "brax (default for task names; seeds vmapped) or gymnasium (native MuJoCo; "
+                          "no PPO)", "brax physics", "time limit per episode (default 1000)")
+    add_run_flags(comparison, "results folder (default results/compare-ENV)",
+                  "overwrite an earlier comparison in --out")
     comparison.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
                             help="instead of running: merge comparisons of other methods (same task, frames and "
                                  "seeds, e.g. run as separate jobs) into --out")
-    comparison.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
-                            help="override a setting for every method except PPO")
+    add_set_flag(comparison, "override a setting for every method except PPO")
 
     plot = sub.add_parser("plot", help="learning curves (95%% interval across seeds), population spread and RL "
                                        "selection rates of runs, as PNG")
@@ -366,41 +385,29 @@ def main(argv: list[str] | None = None) -> int:
     memory.add_argument("--env", default="halfcheetah", choices=TASKS)
     memory.add_argument("--obs-dim", type=int, default=17)
     memory.add_argument("--action-dim", type=int, default=6)
-    memory.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
+    add_set_flag(memory)
+    return parser
 
-    args = parser.parse_args(argv)
+
+# Each command's handler takes the parsed arguments and the --set overrides.
+COMMANDS = {
+    "train": run_train, "sweep": run_sweep, "compare": run_compare, "memory": run_memory,
+    "analyze": lambda args, _: run_analyze(args), "evaluate": lambda args, _: run_evaluate(args),
+    "render": lambda args, _: run_render(args), "plot": lambda args, _: run_plot(args),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     enable_compilation_cache()
     try:
-        overrides = parse_overrides(getattr(args, "set", []))
-        if args.command == "sweep":
-            overrides = {"mode": args.mode, "learner.algorithm": args.learner or default_learner(args.mode),
-                         **overrides}
-        if args.command == "train":
-            return run_train(args, overrides)
-        elif args.command == "sweep":
-            return run_sweep(args, overrides)
-        elif args.command == "analyze":
-            return run_analyze(args)
-        elif args.command == "evaluate":
-            return run_evaluate(args)
-        elif args.command == "render":
-            return run_render(args)
-        elif args.command == "plot":
-            return run_plot(args)
-        elif args.command == "compare":
-            return run_compare(args, overrides)
-        else:
-            from pderl_jax.training.footprint import format_memory_estimate, memory_estimate
-
-            config = load_config(args.env, overrides)
-            print(format_memory_estimate(memory_estimate(config, args.obs_dim, args.action_dim)))
+        return COMMANDS[args.command](args, parse_overrides(getattr(args, "set", [])))
     except TrainingDiverged as error:
         print(f"pderl-jax: stopped: {error}", file=sys.stderr)
         return 3
     except ConfigError as error:
         print(f"pderl-jax: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
