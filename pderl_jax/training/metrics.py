@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import jax
 import numpy as np
 
 from pderl_jax.config import ConfigError
@@ -27,8 +28,6 @@ POPULATION_COLUMNS = ("pop_mean", "pop_min", "pop_max")
 
 def metric_rows(metrics: GenerationMetrics, first_generation: int, wall_s: float) -> list[dict]:
     """CSV rows of a chunk of generations (metrics stacked on a leading axis)."""
-    import jax
-
     m = jax.tree.map(np.asarray, metrics)
     rows = []
     for i in range(m.frames.shape[0]):

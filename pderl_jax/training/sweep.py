@@ -164,15 +164,13 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
             elapsed = time.perf_counter() - start
             for i in np.flatnonzero(~done):
                 run_metrics = jax.tree.map(lambda x: x[:, i], metrics)
-                kept = []
                 for row in metric_rows(run_metrics, first, elapsed):  # up to the row past the budget
                     if done[i]:
                         break
-                    before = kept[-1]["frames"] if kept else (rows[i][-1]["frames"] if rows[i] else 0)
-                    kept.append(row)
+                    before = rows[i][-1]["frames"] if rows[i] else 0
+                    logs[i].write([row])
                     bar.update(min(row["frames"], base.frames) - min(before, base.frames))
                     done[i] = row["frames"] > base.frames
-                logs[i].write(kept)
             bar.set_postfix(done=f"{done.sum()}/{len(runs)}", fps=f"{sum(r[-1]['frames'] for r in rows) / elapsed:.0f}")
     wall = time.perf_counter() - start
     summaries = []
