@@ -30,6 +30,7 @@ from pderl_jax.networks import apply_actor, apply_critic, init_critic, init_popu
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.mutation import gaussian_mutation, proximal_mutation
 from pderl_jax.operators.npoint import npoint_crossover
+from pderl_jax.operators.population import Population
 from timing import best_time  # benchmarks/timing.py (scripts run from this folder's path)
 
 OBS, ACT = 17, 6
@@ -66,12 +67,13 @@ def matmul_gflops(repeats: int) -> float:
 
 
 def bench_learner(algorithm: str, updates: int, repeats: int) -> dict:
-    learner = Learner(OBS, ACT, LearnerConfig(algorithm=algorithm))
+    config = LearnerConfig(algorithm=algorithm)
+    learner = Learner(OBS, ACT, config)
     state = learner.init(jax.random.key(0))
     replay = ring_add(ring_init(1_000_000, OBS, ACT), random_items(jax.random.key(1), (20_000,)))
-    train = lambda s, r, k: learner.train(s, r, k, updates)
+    train = lambda s, r, k: learner.train(s, r, k, updates, config)
     compile_s, seconds, compiled = timed(train, state, replay, jax.random.key(2), repeats=repeats)
-    one_step = jax.jit(lambda s, b, k: learner.step(s, b, k)).lower(
+    one_step = jax.jit(lambda s, b, k: learner.step(s, b, k, config)).lower(
         state, jax.tree.map(lambda x: x[:128], replay.data), jax.random.key(0)).compile()
     flops = (one_step.cost_analysis() or {}).get("flops", float("nan"))
     step_ms = seconds / updates * 1e3
@@ -88,7 +90,8 @@ def bench_distillation(children: int, repeats: int, in_parallel: int = 0) -> dic
     apply = lambda p, s: apply_actor(actor, p, s)
     q_fn = lambda s, a: apply_critic(critic, critic_params, s, a)
     config = EvolutionConfig(children_in_parallel=in_parallel)
-    run = lambda key: distill_children(key, population, memories, jnp.arange(children), jnp.arange(children) + 1,
+    members = Population(population, memories)
+    run = lambda key: distill_children(key, members, jnp.arange(children), jnp.arange(children) + 1,
                                        jnp.ones((children,), bool), apply, q_fn, config)
     compile_s, seconds, _ = timed(run, jax.random.key(3), repeats=repeats)
     return {"children": children, "children_in_parallel": in_parallel or "auto", "seconds": seconds,

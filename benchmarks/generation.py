@@ -125,23 +125,25 @@ def measure(args, backend: str) -> dict:
     key = jax.random.key(1)
     evo = config.evolution
     split = {}
-    split["population rollouts"] = best_time(jax.jit(trainer.evaluate_population), key, state.population)
+    population = state.evolution.population
+    split["population rollouts"] = best_time(jax.jit(trainer.evaluate_population, static_argnums=2), key,
+                                             population.members, evo.num_evals)
     test = jax.jit(trainer.test_actor)
     split["test episodes (2 x 5)"] = 2 * best_time(test, key, state.learner.actor)
-    split["RL exploration episode"] = best_time(jax.jit(trainer.explore), key, state.learner)
+    split["RL exploration episode"] = best_time(jax.jit(trainer.explore), key, state.learner, config)
     updates = jnp.int32(round(frames_per_generation * config.learner.updates_per_frame))
-    split["learner updates"] = best_time(jax.jit(trainer.learner.train), state.learner, state.replay, key, updates, repeats=1)
+    split["learner updates"] = best_time(jax.jit(trainer.learner.train), state.learner, state.replay, key, updates,
+                                         config.learner, repeats=1)
     if config.crossover == "distillation":
         children = 4  # about 3-4 per generation with pop 10 (reference 4.3)
         q_fn = lambda s, a: trainer.learner.q1(state.learner.critic, s, a)
-        crossover = jax.jit(lambda k, pop, mem: distill_children(
-            k, pop, mem, jnp.arange(children) % evo.pop_size, (jnp.arange(children) + 1) % evo.pop_size,
+        crossover = jax.jit(lambda k, pop: distill_children(
+            k, pop, jnp.arange(children) % evo.pop_size, (jnp.arange(children) + 1) % evo.pop_size,
             jnp.ones((children,), bool), trainer.apply_actor, q_fn, evo))
-        split["crossovers (4 children)"] = best_time(crossover, key, state.population, state.memories)
+        split["crossovers (4 children)"] = best_time(crossover, key, population)
     mask = jnp.ones((evo.pop_size,), bool)
-    mutate = jax.jit(lambda k, pop, mem: mutate_population(k, pop, mem, mask, trainer.apply_actor, evo,
-                                                           config.mutation))
-    split["mutations (all members)"] = best_time(mutate, key, state.population, state.memories)
+    mutate = jax.jit(lambda k, pop: mutate_population(k, pop, mask, trainer.apply_actor, evo, config.mutation))
+    split["mutations (all members)"] = best_time(mutate, key, population)
     split["other (buffers, selection, host)"] = max(0.0, per_generation - sum(split.values()))
 
     device = jax.devices()[0]

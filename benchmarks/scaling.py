@@ -54,18 +54,18 @@ def population_scaling(args) -> dict:
 
         def evolutionary_part(state, key):
             eval_key, evolve_key = jax.random.split(key)
-            fitness, items, valid, frames = trainer.evaluate_population(eval_key, state.population)
-            memories = memories_add(state.memories, items, valid)
+            population = state.evolution.population
+            fitness, items, valid, frames = trainer.evaluate_population(eval_key, population.members, evo.num_evals)
+            population = population.replace(memories=memories_add(population.memories, items, valid))
             q_fn = lambda s, a: trainer.learner.q1(state.learner.critic, s, a)
-            population, memories, _ = evolve(evolve_key, state.population, memories, fitness, trainer.apply_actor,
-                                             q_fn, evo, config.crossover, config.mutation)
-            return population, memories, frames
+            population, _ = evolve(evolve_key, population, fitness, trainer.apply_actor, q_fn, config)
+            return population, frames
 
         start = time.perf_counter()
         step = jax.jit(evolutionary_part).lower(state, jax.random.key(1)).compile()
         compile_s = time.perf_counter() - start
-        population, memories, _ = step(state, jax.random.key(1))  # memories filled: full-size distillation
-        state = state.replace(population=population, memories=memories)
+        population, _ = step(state, jax.random.key(1))  # memories filled: full-size distillation
+        state = state.replace(evolution=state.evolution.replace(population=population))
         seconds = best_time(step, state, jax.random.key(2), repeats=args.repeats)
         rows.append({"pop_size": k, "seconds": seconds, "compile_s": compile_s})
         print(f"population {k}: {seconds:.2f} s per generation (evolutionary part), compile {compile_s:.1f} s",

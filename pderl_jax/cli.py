@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pderl_jax.config import MODES, TASKS, ConfigError, TrainingDiverged, default_learner, load_config
+from pderl_jax.config import MODES, TASKS, ConfigError, TrainingDiverged, default_learner, load_config, with_overrides
 from pderl_jax.envs.brax_env import BACKENDS
 
 
@@ -75,7 +75,7 @@ def run_analyze(args) -> int:
     out = args.out or args.run / "analysis"
     print(f"pderl-jax analyze: {run.config.mode} population of {args.run} (generation {int(run.state.generation)}, "
           f"{int(run.state.frames)} frames) on {run.env.description}; {args.draws} draws x {args.episodes} episodes")
-    summary = analyze(run.trainer, jax.random.key(args.seed), run.state.population, run.state.memories,
+    summary = analyze(run.trainer, jax.random.key(args.seed), run.state.evolution.population,
                       run.state.learner.critic, out, draws=args.draws, episodes=args.episodes, sigmas=sigmas,
                       metrics_csv=args.run / METRICS_FILE)
     print(format_summary(summary))
@@ -83,7 +83,7 @@ def run_analyze(args) -> int:
     return 0
 
 
-def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
+def policies_to_run(args, overrides: dict) -> tuple[object, dict[str, dict], str]:
     """(trainer, {name: actor params}, description) for `evaluate` and `render`: a run folder's champion
     and RL actor, or an official PDERL actor state dict (`--official FILE --env TASK`)."""
     import jax
@@ -95,7 +95,7 @@ def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
 
         if args.run is not None:
             raise ConfigError("give either a run folder or --official FILE, not both")
-        config = load_config(resolve_task(args.env), parse_overrides(args.set))
+        config = load_config(resolve_task(args.env), overrides)
         env = make_environment(args.env, args.backend, physics=args.physics, episode_length=args.episode_length)
         trainer = Trainer(config, env)
         like = jax.eval_shape(trainer.actor.init, jax.random.key(0), jax.numpy.zeros((env.obs_dim,)))["params"]
@@ -108,19 +108,19 @@ def policies_to_run(args) -> tuple[object, dict[str, dict], str]:
     run = open_run(args.run)
     actors = {"RL actor": run.state.learner.actor}
     if run.config.has_population:
-        actors = {"champion": run.state.champion, **actors}
+        actors = {"champion": run.state.evolution.champion, **actors}
     return run.trainer, actors, (f"{args.run} (generation {int(run.state.generation)}, {int(run.state.frames)} "
                                  f"frames) on {run.env.description}")
 
 
-def run_evaluate(args) -> int:
+def run_evaluate(args, overrides: dict) -> int:
     """`pderl-jax evaluate`: deterministic test episodes of the champion and the RL actor."""
     import jax
     import numpy as np
 
     if args.episodes < 1:
         raise ConfigError("--episodes must be at least 1")
-    trainer, actors, description = policies_to_run(args)
+    trainer, actors, description = policies_to_run(args, overrides)
     print(f"pderl-jax evaluate: {description}; {args.episodes} episodes each, seed {args.seed}")
     returns_of = jax.jit(trainer.episode_returns, static_argnums=2)
     results = {}
@@ -136,11 +136,11 @@ def run_evaluate(args) -> int:
     return 0
 
 
-def run_render(args) -> int:
+def run_render(args, overrides: dict) -> int:
     """`pderl-jax render`: one episode of the champion (or RL actor) as brax HTML or a GIF/MP4 of MuJoCo frames."""
     from pderl_jax.envs.render import render_episode
 
-    trainer, actors, description = policies_to_run(args)
+    trainer, actors, description = policies_to_run(args, overrides)
     name = {"champion": "champion", "rl": "RL actor"}[args.actor]
     if name not in actors:
         name = next(iter(actors))
@@ -170,15 +170,14 @@ def run_compare(args, overrides: dict) -> int:
     if args.merge:
         out = args.out or Path("results") / "compare-merged"
         merge(args.merge, out, force=args.force)
-        print(f"table: {out}/table.md, figure: {out}/figure4.png")
-        return 0
-    methods, seeds = parse_methods(args.methods), parse_seed_count(args.seeds)
-    task = resolve_task(args.env)
-    frames = args.frames if args.frames is not None else load_config(task).frames
-    env = make_environment(args.env, args.backend, physics=args.physics, episode_length=args.episode_length)
-    out = args.out or Path("results") / f"compare-{args.env}"
-    print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}")
-    compare(task, env, methods, seeds, frames, out, overrides, force=args.force, progress=not args.no_progress)
+    else:
+        methods, seeds = parse_methods(args.methods), parse_seed_count(args.seeds)
+        task = resolve_task(args.env)
+        frames = args.frames if args.frames is not None else load_config(task).frames
+        env = make_environment(args.env, args.backend, physics=args.physics, episode_length=args.episode_length)
+        out = args.out or Path("results") / f"compare-{args.env}"
+        print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}")
+        compare(task, env, methods, seeds, frames, out, overrides, force=args.force, progress=not args.no_progress)
     print(f"table: {out}/table.md, figure: {out}/figure4.png")
     return 0
 
@@ -200,11 +199,7 @@ def run_train(args, overrides: dict) -> int:
             raise ConfigError(f"--resume continues the run as configured in its config.json; drop {', '.join(given)} "
                               "(only --frames, --generations and --set may change)")
         config, environment, recorded = read_run_config(args.resume)
-        from pderl_jax.config import override, validate
-
-        for name, value in overrides.items():
-            config = override(config, name, value)
-        validate(config)
+        config = with_overrides(config, overrides)
         env = environment_from_record(environment, config.task)
         out = args.resume
     else:
@@ -391,9 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each command's handler takes the parsed arguments and the --set overrides.
 COMMANDS = {
-    "train": run_train, "sweep": run_sweep, "compare": run_compare, "memory": run_memory,
-    "analyze": lambda args, _: run_analyze(args), "evaluate": lambda args, _: run_evaluate(args),
-    "render": lambda args, _: run_render(args), "plot": lambda args, _: run_plot(args),
+    "train": run_train, "sweep": run_sweep, "compare": run_compare, "memory": run_memory, "evaluate": run_evaluate,
+    "render": run_render, "analyze": lambda args, _: run_analyze(args), "plot": lambda args, _: run_plot(args),
 }
 
 

@@ -182,8 +182,12 @@ def load_config(task: str, overrides: dict[str, Any] | None = None) -> Config:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     with open(CONFIG_DIR / f"{task}.toml", "rb") as f:
         raw = tomllib.load(f)
-    config = from_dict(raw)
-    for dotted, value in (overrides or {}).items():
+    return with_overrides(from_dict(raw), overrides or {})
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """`config` with every `override` applied, then validated."""
+    for dotted, value in overrides.items():
         config = override(config, dotted, value)
     validate(config)
     return config
@@ -198,36 +202,24 @@ def from_dict(raw: dict[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"[{name}] must be a table of settings, got {values!r}")
         sections[name] = cls(**_checked_fields(cls, values, prefix=f"{name}."))
-    top = _checked_fields(Config, raw, prefix="")
-    config = Config(**top, **sections)
-    return config
+    return Config(**_checked_fields(Config, raw, prefix=""), **sections)
 
 
 def override(config: Config, dotted: str, value: Any) -> Config:
     """Return `config` with one field ("mode" or "learner.actor_lr") replaced."""
     parts = dotted.split(".")
     if len(parts) == 1:
-        _checked_fields(Config, {parts[0]: value}, prefix="")
-        return config.replace(**{parts[0]: _coerce(Config, parts[0], value, "")})
+        return config.replace(**_checked_fields(Config, {dotted: value}, prefix=""))
     if len(parts) == 2 and parts[0] in SECTIONS:
         section, name = parts
-        cls = SECTIONS[section]
-        _checked_fields(cls, {name: value}, prefix=f"{section}.")
-        new_section = getattr(config, section).replace(**{name: _coerce(cls, name, value, section + ".")})
-        return config.replace(**{section: new_section})
+        values = _checked_fields(SECTIONS[section], {name: value}, prefix=f"{section}.")
+        return config.replace(**{section: getattr(config, section).replace(**values)})
     raise ConfigError(f"unknown setting {dotted!r}; use 'field' or 'section.field' with section in {sorted(SECTIONS)}")
 
 
 def to_dict(config: Config) -> dict[str, Any]:
     """Nested plain dict (TOML/JSON-serialisable) of every setting."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            out[f.name] = {g.name: _plain(getattr(value, g.name)) for g in dataclasses.fields(value)}
-        else:
-            out[f.name] = _plain(value)
-    return out
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
 def validate(config: Config) -> None:
@@ -248,12 +240,13 @@ def validate(config: Config) -> None:
             f"{learner.algorithm!r}; set learner.algorithm={config.mode} (--learner {config.mode}) or pick "
             f"an evolutionary mode ({', '.join(EVOLUTIONARY_MODES)})"
         )
-    _positive(config, "frames", "evolution.pop_size", "evolution.num_evals", "evolution.sync_period",
-              "evolution.tournament_size", "evolution.genetic_memory_capacity",
-              "evolution.distill_batch_size", "evolution.distill_epochs",
-              "evolution.proximal_batch_size", "evolution.distance_batch_size",
-              "evolution.distance_window", "learner.batch_size", "learner.replay_capacity",
-              "learner.policy_delay", "network.critic_input_width", "network.critic_hidden_width")
+    for dotted in ("frames", "evolution.pop_size", "evolution.num_evals", "evolution.sync_period",
+                   "evolution.tournament_size", "evolution.genetic_memory_capacity", "evolution.distill_batch_size",
+                   "evolution.distill_epochs", "evolution.proximal_batch_size", "evolution.distance_batch_size",
+                   "evolution.distance_window", "learner.batch_size", "learner.replay_capacity",
+                   "learner.policy_delay", "network.critic_input_width", "network.critic_hidden_width"):
+        if _get(config, dotted) <= 0:
+            raise ConfigError(f"{dotted} = {_get(config, dotted)} must be a positive integer")
     if evo.pop_size < 2:
         raise ConfigError(f"evolution.pop_size = {evo.pop_size}: a population needs at least 2 members")
     if not 0.0 < evo.elite_fraction < 1.0:
@@ -309,20 +302,16 @@ def _checked_fields(cls, values: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def _coerce(cls, name: str, value: Any, prefix: str):
     default = next(f for f in dataclasses.fields(cls) if f.name == name).default
-    if default is dataclasses.MISSING:
-        return value
     try:
         if isinstance(default, bool):
             if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                return value.lower() in ("true", "1")
+                return {"true": True, "1": True, "false": False, "0": False}[value.lower()]
             if not isinstance(value, (bool, int)):
                 raise ValueError
             return bool(value)
         if isinstance(default, tuple):
             if isinstance(value, str):
-                value = [v for v in value.replace(",", " ").split()]
+                value = value.replace(",", " ").split()
             return tuple(int(v) for v in value)
         if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():
@@ -334,7 +323,7 @@ def _coerce(cls, name: str, value: Any, prefix: str):
             if not isinstance(value, str):
                 raise ValueError
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise ConfigError(
             f"{prefix}{name} = {value!r} has the wrong type; expected {type(default).__name__} like {default!r}"
         ) from None
@@ -348,12 +337,7 @@ def _get(config: Config, dotted: str):
     return value
 
 
-def _positive(config: Config, *names: str) -> None:
-    for dotted in names:
-        value = _get(config, dotted)
-        if value <= 0:
-            raise ConfigError(f"{dotted} = {value} must be a positive integer")
-
-
 def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
     return list(value) if isinstance(value, tuple) else value

@@ -14,6 +14,7 @@ from pderl_jax.buffers import memories_add
 from pderl_jax.config import load_config
 from pderl_jax.envs import GymnasiumEnvironment
 from pderl_jax.operators.distillation import distill_child
+from pderl_jax.operators.population import Population
 from pderl_jax.operators.npoint import npoint_crossover
 from pderl_jax.training import Trainer
 
@@ -73,16 +74,17 @@ def clone_population():
     trainer = Trainer(config, GymnasiumEnvironment("hopper", episode_length=40))
     seed = int(os.environ.get("ANALYSIS_TEST_SEED", np.random.default_rng().integers(2**31)))
     state = jax.jit(trainer.init)(jax.random.key(seed))
-    population = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), state.population)
-    _, items, valid, _ = jax.jit(trainer.evaluate_population)(jax.random.key(seed + 1), population)
-    memories = memories_add(state.memories, items, valid)
-    return trainer, population, memories, state.learner.critic, seed
+    start = state.evolution.population
+    members = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), start.members)
+    _, items, valid, _ = jax.jit(trainer.evaluate_population, static_argnums=2)(jax.random.key(seed + 1), members, 1)
+    population = Population(members=members, memories=memories_add(start.memories, items, valid))
+    return trainer, population, state.learner.critic, seed
 
 
 def test_identical_parents_give_parent_behaviour_and_zero_sigma_changes_nothing(clone_population):
-    trainer, population, memories, critic, seed = clone_population
-    study = jax.jit(study_operators, static_argnums=(0, 5, 6))(
-        trainer, jax.random.key(seed + 2), population, memories, critic, 3, 2, jnp.asarray([0.0, 0.1, 1.0]))
+    trainer, population, critic, seed = clone_population
+    study = jax.jit(study_operators, static_argnums=(0, 4, 5))(
+        trainer, jax.random.key(seed + 2), population, critic, 3, 2, jnp.asarray([0.0, 0.1, 1.0]))
     summary = summarise(study)
     msg = f"seed={seed}"
     parent_return = float(study.population.returns[0])
@@ -92,7 +94,7 @@ def test_identical_parents_give_parent_behaviour_and_zero_sigma_changes_nothing(
     same_behaviour = dict(rtol=1e-3, atol=1e-3, err_msg=msg)
     np.testing.assert_allclose(np.asarray(study.population.returns), parent_return, **same_behaviour)
     # n-point crossover of identical parents is the parent itself: exactly (copies), so it behaves alike
-    parent = jax.tree.map(lambda x: x[0], population)
+    parent = population.take(0).members
     for child in jax.jit(npoint_crossover)(jax.random.key(seed + 4), parent, parent):
         for got, want in zip(jax.tree.leaves(child), jax.tree.leaves(parent)):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=msg)
@@ -101,10 +103,11 @@ def test_identical_parents_give_parent_behaviour_and_zero_sigma_changes_nothing(
     # distillation from two identical parents starts at the parent and imitates it: its actions stay
     # those of the parent (up to the official loss's action-magnitude term), so does its behaviour
     # roughly (Hopper's contacts amplify small action changes)
-    memory = jax.tree.map(lambda x: x[0], memories)
+    memory = population.take(0).memories
     q_fn = lambda s, a: trainer.learner.q1(critic, s, a)
-    child, _, _ = jax.jit(lambda k: distill_child(k, parent, parent, memory, memory, trainer.apply_actor, q_fn,
-                                                  trainer.config.evolution))(jax.random.key(seed + 3))
+    child, _ = jax.jit(lambda k: distill_child(k, population.take(0), population.take(0), trainer.apply_actor, q_fn,
+                                               trainer.config.evolution))(jax.random.key(seed + 3))
+    child = child.members
     states = memory.data.state[: int(memory.size)]
     drift = np.abs(np.asarray(trainer.apply_actor(child, states)) - np.asarray(trainer.apply_actor(parent, states)))
     assert drift.mean() < 0.05, (drift.mean(), msg)
@@ -122,11 +125,11 @@ def test_identical_parents_give_parent_behaviour_and_zero_sigma_changes_nothing(
 
 
 def test_analyze_writes_the_figures_and_the_summary(clone_population, tmp_path):
-    trainer, population, memories, critic, seed = clone_population
+    trainer, population, critic, seed = clone_population
     metrics = tmp_path / "metrics.csv"
     metrics.write_text("generation,elite_rate,selected_rate,discarded_rate\n1,nan,nan,nan\n2,0.0,1.0,0.0\n"
                        "3,0.5,0.5,0.0\n")
-    summary = analyze(trainer, jax.random.key(seed), population, memories, critic, tmp_path / "analysis",
+    summary = analyze(trainer, jax.random.key(seed), population, critic, tmp_path / "analysis",
                       draws=2, episodes=1, sigmas=(0.0, 0.1), metrics_csv=metrics)
     names = {p.split("/")[-1] for p in summary["figures"]}
     assert names == {"crossover_fitness.png", "mutation_fitness.png", "crossover_states.png",

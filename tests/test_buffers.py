@@ -20,13 +20,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pderl_jax.buffers.genetic_memory import (
-    crossover_memory,
-    memories_add,
-    memories_init,
-    put_member,
-    take_member,
-)
+from pderl_jax.buffers.genetic_memory import crossover_memory, memories_add, memories_init
 from pderl_jax.buffers.ring import (
     RingBuffer,
     Transition,
@@ -38,6 +32,7 @@ from pderl_jax.buffers.ring import (
     ring_sample,
 )
 from pderl_jax.buffers.sampling import sample_distinct
+from pderl_jax.operators.population import Population
 
 OBS, ACT = 3, 2
 ROW = 2 * OBS + ACT + 3  # state, action, next_state, reward, done, truncated
@@ -119,6 +114,11 @@ class RefMemory:
     def add_latest_from(self, other, n):
         for item in other.get_latest(n):
             self.add(item)
+
+
+def take_member(stacked, index):
+    """Entry `index` of a pytree stacked on axis 0 (one member's memory, or a whole member)."""
+    return jax.tree.map(lambda x: x[index], stacked)
 
 
 def make_items(rng, count, batch=()):
@@ -550,20 +550,30 @@ def test_memories_add_per_member(rng):
             assert_latest_matches(take_member(mem, k), refs[k], 4, msg)
 
 
-def test_take_and_put_member(rng):
+def test_population_take_and_put(rng):
+    """`Population.take/put` move a member's parameters and memory together; padding slots are dropped."""
     members, capacity = 4, 7
     mem = memories_init(members, capacity, OBS, ACT)
     mem = memories_add_j(mem, make_items(rng, 9, batch=(members,)), jnp.asarray(rng.uniform(size=(members, 9)) < 0.8))
-    originals = [take_member(mem, k) for k in range(members)]
-    new, ref = filled(rng, capacity, 11)
-    put = jax.jit(put_member)(mem, jnp.asarray(2), new)
-    assert_matches_ref(take_member(put, 2), ref, rng.seed_msg)
+    population = Population(members={"w": jnp.asarray(rng.normal(size=(members, 3)), jnp.float32)}, memories=mem)
+    originals = [take_member(population, k) for k in range(members)]
+    memory, ref = filled(rng, capacity, 11)
+    new = Population(members={"w": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)},
+                     memories=jax.tree.map(lambda x: jnp.stack([x, x]), memory))
+    # slot 2 receives new member 0; the padding slot `members` (new member 1) is dropped
+    put = jax.jit(lambda p, s, n: p.put(s, n))(population, jnp.asarray([2, members]), new)
+    assert_matches_ref(put.take(2).memories, ref, rng.seed_msg)
+    np.testing.assert_array_equal(put.members["w"][2], new.members["w"][0])
     for k in (0, 1, 3):
         for x, y in zip(jax.tree.leaves(take_member(put, k)), jax.tree.leaves(originals[k])):
             np.testing.assert_array_equal(x, y, err_msg=f"member {k} changed; {rng.seed_msg}")
-    # take_member under jit with a traced index
-    taken = jax.jit(take_member)(put, jnp.asarray(2))
-    for x, y in zip(jax.tree.leaves(taken), jax.tree.leaves(new)):
+    # take under jit with a traced index, and with an index array
+    taken = jax.jit(lambda p, i: p.take(i))(put, jnp.asarray(2))
+    for x, y in zip(jax.tree.leaves(taken), jax.tree.leaves(new.take(0))):
+        np.testing.assert_array_equal(x, y)
+    stacked = put.take(jnp.asarray([3, 0]))
+    assert stacked.size == 2
+    for x, y in zip(jax.tree.leaves(stacked.take(1)), jax.tree.leaves(originals[0])):
         np.testing.assert_array_equal(x, y)
 
 

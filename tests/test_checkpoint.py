@@ -19,7 +19,7 @@ from toy_envs import CounterEnv
 
 from pderl_jax.config import ConfigError, TrainingDiverged, load_config
 from pderl_jax.training import Trainer
-from pderl_jax.training.checkpoint import CheckpointOptions, Checkpointer
+from pderl_jax.training.checkpoint import FORMAT, CheckpointFormatError, CheckpointOptions, Checkpointer
 from pderl_jax.training.loop import RunOptions, nonfinite_quantities, train
 from pderl_jax.training.metrics import CSV_COLUMNS
 from pderl_jax.training.run_folder import claim_out_dir, run_record
@@ -127,6 +127,23 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, d
     assert int(restored.generation) == 1 and meta["wall_s"] == 1.0 and leaves_equal(restored, state)
     assert len(messages) == 1 and "generation 2 is damaged" in messages[0]
     assert (tmp_path / "checkpoints_damaged" / "2").is_dir() and Checkpointer(tmp_path).steps() == [1]
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_the_fix_and_kept(tmp_path):
+    """Written by a version with another layout of the state: a clear error, not a traceback, and the
+    checkpoint is neither set aside as damaged nor replaced by an older one."""
+    trainer, state = trained_state(4, 1)
+    like = jax.eval_shape(trainer.init, jax.random.key(0))
+    keeper = Checkpointer(tmp_path)
+    keeper.save(state, {"wall_s": 0.0})
+    keeper.save(state.replace(generation=state.generation + 1), {"wall_s": 1.0})
+    meta = tmp_path / "checkpoints" / "2" / "meta" / "metadata"
+    meta.write_text(meta.read_text().replace(f'"format": {FORMAT}', '"format": 1'))
+    assert FORMAT != 1 and '"format": 1' in meta.read_text()
+    with pytest.raises(CheckpointFormatError, match=r"format 1, this version of pderl-jax reads format .*--force"):
+        Checkpointer(tmp_path).restore_latest(like, report=pytest.fail)
+    assert Checkpointer(tmp_path).steps() == [1, 2] and not (tmp_path / "checkpoints_damaged").exists()
+    assert issubclass(CheckpointFormatError, ConfigError)  # the CLI prints it as one line
 
 
 def test_a_partial_write_is_never_listed(tmp_path):
@@ -280,7 +297,9 @@ def test_nonfinite_quantities_names_each_injected_fault():
             leaves[i] = leaves[i].at[(0,) * leaves[i].ndim].set(jnp.nan)
             return jax.tree.unflatten(treedef, leaves)
         if part == "population":
-            broken = state.replace(population=poison(state.population))
+            evolution = state.evolution
+            broken = state.replace(evolution=evolution.replace(population=evolution.population.replace(
+                members=poison(evolution.population.members))))
         else:
             broken = state.replace(learner=state.learner.replace(**{part: poison(getattr(state.learner, part))}))
         assert nonfinite_quantities(clean, broken, 7) == [f"generation {int(state.generation)}: {label}"]

@@ -22,6 +22,7 @@ from pderl_jax.operators.distillation import (
     distillation_loss,
     q_filtered_targets,
 )
+from pderl_jax.operators.population import Population
 
 OBS, ACT, CAPACITY, BATCH, EPOCHS = 3, 2, 64, 8, 20
 ACTOR = make_actor(ACT, NetworkConfig(actor_hidden=(8, 8)))
@@ -92,7 +93,11 @@ def two_parents(seed):
     return _init(k1), _init(k2)
 
 
-_distill = jax.jit(lambda key, p1, p2, m1, m2, config: distill_child(key, p1, p2, m1, m2, apply, q_fn, config))
+@jax.jit
+def _distill(key, p1, p2, m1, m2, config):
+    """distill_child on parameters and memories given apart: (child params, child memory, info)."""
+    child, info = distill_child(key, Population(p1, m1), Population(p2, m2), apply, q_fn, config)
+    return child.members, child.memories, info
 
 
 def tree_max_abs_diff(a, b) -> float:
@@ -350,8 +355,10 @@ def test_distill_children_active_mask():
     active = jnp.array([True, False, True])
     config = CONFIG.replace(children_in_parallel=3)
     key = jax.random.key(seed + 1)
-    run = jax.jit(lambda k, pop, mem, a, b, act, c: distill_children(k, pop, mem, a, b, act, apply, q_fn, c))
-    children, child_memories, info = run(key, population, memories, parent1, parent2, active, config)
+    run = jax.jit(lambda k, pop, mem, a, b, act, c: distill_children(k, Population(pop, mem), a, b, act, apply, q_fn,
+                                                                     c))
+    children, info = run(key, population, memories, parent1, parent2, active, config)
+    children, child_memories = children.members, children.memories
 
     children, child_memories, info = jax.device_get((children, child_memories, info))
     take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)

@@ -42,26 +42,26 @@ def test_generations_count_frames_keep_elites_and_sync_the_rl_actor(mode):
         total += frames
         # every stored frame reached the replay buffer; the RL actor's own memory got its episode
         assert int(state.frames) == total == int(metrics.frames) == int(state.replay.size), msg
-        assert 1 <= int(state.rl_memory.size) - int(before.rl_memory.size) <= 10, msg
-        assert 2 * 4 * 2 <= frames - (int(state.rl_memory.size) - int(before.rl_memory.size)) <= 2 * 4 * 10, msg
+        assert 1 <= int(state.evolution.rl_memory.size) - int(before.evolution.rl_memory.size) <= 10, msg
+        assert 2 * 4 * 2 <= frames - (int(state.evolution.rl_memory.size) - int(before.evolution.rl_memory.size)) <= 2 * 4 * 10, msg
         # the champion of this generation survives unchanged in some slot (its elite clone)
-        champion = jax.tree.map(lambda x: x[int(jnp.argmax(metrics.fitness))], before.population)
-        survivors = [jax.tree.map(lambda x: x[i], state.population) for i in range(4)]
+        champion = before.evolution.population.take(int(jnp.argmax(metrics.fitness))).members
+        survivors = [state.evolution.population.take(i).members for i in range(4)]
         assert any(leaves_equal(champion, s) for s in survivors), msg
         # RL sync every second generation, into a slot holding exactly the learner's actor
         synced = gen % 2 == 0
         assert bool(metrics.synced) == synced, msg
         if synced:
-            slot = int(state.rl_slot)
+            slot = int(state.evolution.rl_slot)
             assert 0 <= slot < 4, msg
-            assert leaves_equal(jax.tree.map(lambda x: x[slot], state.population), state.learner.actor), msg
+            assert leaves_equal(state.evolution.population.take(slot).members, state.learner.actor), msg
         else:
-            assert int(state.rl_slot) == -1, msg
+            assert int(state.evolution.rl_slot) == -1, msg
         assert np.isfinite(float(metrics.champion_test)) and np.isfinite(float(metrics.rl_test)), msg
     # the learner started once the replay held more than 32 transitions
     assert int(state.learner.num_updates) > 0 and np.isfinite(float(metrics.critic_loss)), msg
     # the sync after generation 2 was classified at generation 3's selection
-    assert float(state.selection.total) == 1.0, msg
+    assert float(state.evolution.selection.total) == 1.0, msg
 
 
 @pytest.mark.parametrize("mode", ["ddpg", "td3"])
@@ -69,7 +69,7 @@ def test_learner_only_modes_explore_update_once_per_frame_and_test(mode):
     seed = int(np.random.default_rng().integers(2**31))
     trainer, generation = make(mode, **{"learner.algorithm": mode})
     state = trainer.init(jax.random.key(seed))
-    assert state.population is None and state.memories is None
+    assert state.evolution is None
     msg = f"seed={seed} mode={mode}"
     total, updates = 0, 0
     for _ in range(8):
@@ -100,9 +100,10 @@ def test_fitness_is_the_mean_return_over_trials():
     trainer, _ = make()
     state = trainer.init(jax.random.key(seed))
     key = jax.random.key(seed + 1)
-    fitness, items, valid, frames = jax.jit(trainer.evaluate_population)(key, state.population)
+    members = state.evolution.population.members
+    fitness, items, valid, frames = jax.jit(trainer.evaluate_population, static_argnums=2)(key, members, 2)
     # The same episodes, run directly: member i's trials are columns 2i and 2i + 1.
-    params = jax.tree.map(lambda x: jnp.repeat(x, 2, axis=0), state.population)
+    params = jax.tree.map(lambda x: jnp.repeat(x, 2, axis=0), members)
     episodes, _ = rollout(trainer.env, key, 8, lambda p, obs, _: (jax.vmap(trainer.apply_actor)(p, obs), p), params)
     returns = np.asarray(episodes.episode_return).reshape(4, 2)
     np.testing.assert_allclose(np.asarray(fitness), returns.mean(axis=1), rtol=1e-6, err_msg=f"seed={seed}")

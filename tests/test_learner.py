@@ -356,10 +356,12 @@ def compiled(algorithm="ddpg", bootstrap_on_timeout=False, exploration="ou"):
 
 @functools.cache
 def _compiled(algorithm, bootstrap_on_timeout, exploration):
-    learner = Learner(OBS, ACT, LearnerConfig(algorithm=algorithm, bootstrap_on_timeout=bootstrap_on_timeout,
-                                              exploration=exploration, **TRAIN_STATIC), SMALL)
+    config = LearnerConfig(algorithm=algorithm, bootstrap_on_timeout=bootstrap_on_timeout, exploration=exploration,
+                           **TRAIN_STATIC)
+    learner = Learner(OBS, ACT, config, SMALL)
     return SimpleNamespace(
         learner=learner,
+        config=config,
         step=jax.jit(learner.step),
         target=jax.jit(learner.critic_target),
         train_int=jax.jit(learner.train, static_argnums=3),
@@ -370,7 +372,7 @@ def _compiled(algorithm, bootstrap_on_timeout, exploration):
 
 def hyper(c, **kw):
     """The compiled learner's config with other hyperparameter values (same static fields)."""
-    return c.learner.config.replace(**{**BIG_STEPS, **kw})
+    return c.config.replace(**{**BIG_STEPS, **kw})
 
 
 # ============================================================================ DDPG
@@ -448,7 +450,7 @@ def test_official_sizes_init_and_training_progress():
 
     @jax.jit
     def run(state):
-        return lax.scan(lambda s, _: learner.step(s, batch, key), state, None, length=50)
+        return lax.scan(lambda s, _: learner.step(s, batch, key, LearnerConfig()), state, None, length=50)
 
     new_state, metrics = run(state)
     losses = np.stack([np.asarray(metrics.critic_loss), np.asarray(metrics.actor_loss)], axis=1)
@@ -465,7 +467,7 @@ def test_td3_step_and_policy_delay_match_reference():
     rng, seed = new_rng()
     msg = f"seed={seed}"
     c = compiled("td3")
-    assert c.learner.config.policy_delay == 2
+    assert c.config.policy_delay == 2
     cfg = hyper(c, policy_noise=0.0, grad_clip_norm=0.5)  # no smoothing: exact comparison
     # Draw until the min over the twins is informative: on some live rows each twin is the smaller.
     for _ in range(100):
@@ -603,7 +605,7 @@ def test_train_is_a_noop_until_replay_exceeds_learning_starts():
     rng, seed = new_rng()
     msg = f"seed={seed}"
     c = compiled()
-    assert c.learner.config.learning_starts == 7
+    assert c.config.learning_starts == 7
     cfg = hyper(c)
     state = random_state(c.learner, rng)
     replay, _ = make_replay(rng, 7)  # size 7 == learning_starts: no update yet
@@ -713,7 +715,7 @@ def test_explore_clips_actions_and_never_resets_noise():
     rng, seed = new_rng()
     msg = f"seed={seed}"
     c = compiled()
-    cfg = c.learner.config
+    cfg = c.config
     state = random_state(c.learner, rng)
     state = state.replace(noise=jnp.asarray([8.0, -8.0], jnp.float32))  # drives actions past +-1
     actor = to64(state.actor)
@@ -722,7 +724,7 @@ def test_explore_clips_actions_and_never_resets_noise():
     for t in range(25):
         obs = np.asarray(rng.normal(size=OBS), np.float32)
         key = jax_key(rng)
-        action, state = c.explore(state, jnp.asarray(obs), key)
+        action, state = c.explore(state, jnp.asarray(obs), key, cfg)
         z = np.asarray(jax.random.normal(key, (ACT,)), np.float64)
         x = x + cfg.ou_theta * (0.0 - x) + cfg.ou_sigma * z
         raw = np_actor(actor, obs.astype(np.float64)) + cfg.ou_scale * x

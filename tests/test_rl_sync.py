@@ -7,7 +7,7 @@ import numpy as np
 from pderl_jax.buffers import Transition, memories_init, ring_add, ring_init, ring_latest
 from pderl_jax.config import NetworkConfig
 from pderl_jax.networks import init_actor, init_population, make_actor
-from pderl_jax.operators.evolution import sync_rl_actor
+from pderl_jax.operators.population import Population, sync_rl_actor
 
 
 def test_sync_copies_params_and_chronological_memory_into_one_slot():
@@ -26,7 +26,8 @@ def test_sync_copies_params_and_chronological_memory_into_one_slot():
     rl_memory = ring_add(rl_memory, items)
     slot = int(rng.integers(5))
 
-    new_population, new_memories = jax.jit(sync_rl_actor)(population, memories, rl_actor, rl_memory, slot)
+    synced = jax.jit(sync_rl_actor)(Population(members=population, memories=memories), rl_actor, rl_memory, slot)
+    new_population, new_memories = synced.members, synced.memories
 
     for i in range(5):
         member = jax.tree.map(lambda x: np.asarray(x[i]), new_population)
@@ -46,13 +47,13 @@ def test_sync_copies_params_and_chronological_memory_into_one_slot():
 
 def test_clone_elites_equals_the_sequential_clones_with_chains_and_repeats():
     """Targets that are later sources (chains) and repeated targets, against the copies done in order."""
-    from pderl_jax.buffers import memories_add, memories_init, ring_clone, take_member
-    from pderl_jax.operators.evolution import clone_elites
+    from pderl_jax.buffers import memories_add, memories_init, ring_clone
+    from pderl_jax.operators.population import clone_elites
 
     @jax.jit
     def clone_into(population, memories, source, target):  # official `clone`, one pair at a time
         population = jax.tree.map(lambda x: x.at[target].set(x[source]), population)
-        memory = ring_clone(take_member(memories, source))
+        memory = ring_clone(jax.tree.map(lambda x: x[source], memories))
         return population, jax.tree.map(lambda xs, x: xs.at[target].set(x), memories, memory)
 
     rng = np.random.default_rng()
@@ -69,7 +70,8 @@ def test_clone_elites_equals_the_sequential_clones_with_chains_and_repeats():
         expected_pop, expected_mem = population, memories
         for s, t in zip(sources, targets):
             expected_pop, expected_mem = clone_into(expected_pop, expected_mem, s, t)
-        got_pop, got_mem = jax.jit(clone_elites)(population, memories, sources, targets)
+        got = jax.jit(clone_elites)(Population(members=population, memories=memories), sources, targets)
+        got_pop, got_mem = got.members, got.memories
         msg = f"k={k} sources={sources} targets={targets}"
         for a, b in zip(jax.tree.leaves((expected_pop, expected_mem)), jax.tree.leaves((got_pop, got_mem))):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=msg)

@@ -84,7 +84,7 @@ def test_evaluate_reports_champion_and_rl_actor_over_fresh_episodes(saved_run, t
     for key in keys:
         state, total = env.reset(key), 0.0
         for _ in range(env.episode_length):
-            state, _, reward, done = step(state, apply(run.state.champion, state.obs))
+            state, _, reward, done = step(state, apply(run.state.evolution.champion, state.obs))
             total += float(reward)
             if bool(done):
                 break

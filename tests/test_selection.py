@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from pderl_jax.buffers.ring import RingBuffer, Transition
-from pderl_jax.config import EvolutionConfig, NetworkConfig
+from pderl_jax.config import Config, EvolutionConfig, NetworkConfig
 from pderl_jax.networks import apply_actor, init_population, make_actor
 from pderl_jax.operators.evolution import evolve
+from pderl_jax.operators.population import Population
 from pderl_jax.operators.selection import (
     RL_DISCARDED,
     RL_ELITE,
@@ -453,9 +454,13 @@ _evolve = {}
 
 def run_evolve(crossover, mutation, key, population, memories, fitness, rl_slot):
     if (crossover, mutation) not in _evolve:
-        _evolve[crossover, mutation] = jax.jit(
-            lambda k, p, m, f, r, c: evolve(k, p, m, f, _apply, _q, c, crossover, mutation, r))
-    return _evolve[crossover, mutation](key, population, memories, fitness, rl_slot, EVOLUTION)
+        _evolve[crossover, mutation] = jax.jit(lambda k, p, f, r, c: evolve(k, p, f, _apply, _q, c, r))
+    mode = {("distillation", "proximal"): "pderl", ("npoint", "gaussian"): "erl"}[crossover, mutation]
+    config = Config(mode=mode, evolution=EVOLUTION)
+    assert (config.crossover, config.mutation) == (crossover, mutation)
+    new, info = _evolve[crossover, mutation](key, Population(members=population, memories=memories), fitness,
+                                             rl_slot, config)
+    return new.members, new.memories, info
 
 
 @pytest.mark.parametrize("crossover,mutation", [("distillation", "proximal"), ("npoint", "gaussian")])

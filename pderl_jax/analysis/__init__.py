@@ -14,15 +14,17 @@ from pderl_jax.analysis.report import plot_selection_rates, summarise, write_fig
 DEFAULT_SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
-def analyze(trainer, key: jax.Array, population: dict, memories, critic: dict, out_dir: Path, draws: int = 10,
+def analyze(trainer, key: jax.Array, population, critic: dict, out_dir: Path, draws: int = 10,
             episodes: int = 3, sigmas=DEFAULT_SIGMAS, metrics_csv: Path | None = None) -> dict:
-    """Run the operator study, write `analysis.json` and the PNGs into `out_dir`; returns the summary."""
+    """Run the operator study on a `Population`, write `analysis.json` and the PNGs into `out_dir`.
+
+    Returns the summary."""
     if draws < 1 or episodes < 1:
         raise ValueError("draws and episodes must be at least 1")
     if trainer.config.evolution.pop_size < 2:
         raise ValueError("the operator study needs a population of at least 2 members")
-    study_fn = jax.jit(study_operators, static_argnums=(0, 5, 6))
-    study = study_fn(trainer, key, population, memories, critic, draws, episodes, jnp.asarray(sigmas, jnp.float32))
+    study_fn = jax.jit(study_operators, static_argnums=(0, 4, 5))
+    study = study_fn(trainer, key, population, critic, draws, episodes, jnp.asarray(sigmas, jnp.float32))
     summary = summarise(study)
     out_dir = Path(out_dir)
     figures = write_figures(study, summary, out_dir)

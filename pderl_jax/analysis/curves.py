@@ -1,13 +1,9 @@
 """Learning curves across runs and seeds: mean with a 95% Student-t band, as PNGs and `curves.json`.
 
-`find_runs` collects training runs (a run folder, a sweep folder, or a folder of either) and
-groups them by what they are (task, mode, learner, swept values); `plot_runs` puts every run of a
-group on a common grid of frames (and of wall-clock seconds) and draws the mean with a 95%
-confidence band of the mean across runs; `plot_single_run` is the quick one-run figure that a
-training run writes at its end.
-
-The figures are drawn with `matplotlib.figure.Figure` on the Agg canvas, so neither a display
-nor pyplot's global state is involved.
+`find_runs` collects runs and labels their groups (task, mode, learner, swept values); `plot_runs`
+puts each group on a common grid of frames and of wall-clock seconds; `plot_single_run` is the
+one-run figure a training run writes at its end. Figures are `matplotlib.figure.Figure`s on the
+Agg canvas: no display and no pyplot state needed.
 """
 
 from __future__ import annotations
@@ -70,27 +66,18 @@ class RunRecord:
 
 
 def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[RunRecord]:
-    """The runs under `paths`: run folders, sweep folders (their run_<i>/) or folders of either.
-
-    A run folder holds `metrics.csv` and `config.json`. Any other folder is searched one level
-    down: its run folders are taken, and its sweep folders (holding run_<i>/ run folders) are
-    expanded. Raises `ConfigError` naming the path when a path holds no run. A run reached by two
-    paths is listed once. Labels are assigned over the whole set (see `_assign_labels`).
-    """
+    """The runs under `paths`: run folders (metrics.csv + config.json), sweep folders (their run_<i>/)
+    or folders of either; each run once, labelled over the whole set. ConfigError for a path without runs."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [Path(p) for p in paths]
     if not paths:
         raise ConfigError("no run folders given")
-    run_dirs: list[Path] = []
-    seen: set[Path] = set()
+    run_dirs: dict[Path, Path] = {}  # resolved -> as first reached
     for path in paths:
         for run_dir in _run_dirs(path):
-            key = run_dir.resolve()
-            if key not in seen:
-                seen.add(key)
-                run_dirs.append(run_dir)
-    records = [_record(d) for d in run_dirs]
+            run_dirs.setdefault(run_dir.resolve(), run_dir)
+    records = [_record(d) for d in run_dirs.values()]
     _assign_labels(records)
     return records
 
@@ -248,17 +235,13 @@ def interpolate_curves(x_list: Sequence, y_list: Sequence, grid) -> np.ndarray:
     return out
 
 
-def _grid(records: Sequence[RunRecord], column: str, points: int = GRID_POINTS) -> np.ndarray:
-    firsts, lasts = [], []
-    for r in records:
-        x = r.metrics[column][np.isfinite(r.metrics[column])]
-        if len(x):
-            firsts.append(x.min())
-            lasts.append(x.max())
-    if not firsts:
+def _grid(records: Sequence[RunRecord], column: str) -> np.ndarray:
+    x = np.concatenate([r.metrics[column] for r in records])
+    x = x[np.isfinite(x)]
+    if not len(x):
         return np.zeros(0)
-    lo, hi = min(firsts), max(lasts)
-    return np.array([lo]) if hi <= lo else np.linspace(lo, hi, points)
+    lo, hi = x.min(), x.max()
+    return np.array([lo]) if hi <= lo else np.linspace(lo, hi, GRID_POINTS)
 
 
 def group_curves(records: Sequence[RunRecord], x_column: str, y_column: str, grid) -> dict[str, np.ndarray]:
@@ -279,7 +262,7 @@ def group_curves(records: Sequence[RunRecord], x_column: str, y_column: str, gri
 # ---------------------------------------------------------------------------------------- figures
 
 
-def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
+def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -289,7 +272,7 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwarg
     return fig, axes.ravel()
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     from matplotlib.ticker import EngFormatter
 
     for ax in fig.axes:
@@ -343,41 +326,37 @@ def plot_runs(paths, out_dir: str | os.PathLike) -> list[Path]:
     groups = group_runs(records)
     colours = dict(zip(groups, _colours(len(groups))))
     grids = {axis: _grid(records, axis) for axis in QUANTITIES}
-    stats: dict[str, dict[str, dict[str, dict]]] = {}
-    for label, runs in groups.items():
-        stats[label] = {}
-        for axis, quantities in QUANTITIES.items():
-            stats[label][axis] = {}
-            for q in quantities:
-                if any(np.isfinite(r.metrics[q]).any() for r in runs):
-                    stats[label][axis][q] = group_curves(runs, axis, q, grids[axis])
+    # label -> axis -> quantity -> curves, for the quantities that some run of the group logged
+    stats = {label: {axis: {q: group_curves(runs, axis, q, grids[axis]) for q in quantities
+                            if any(np.isfinite(r.metrics[q]).any() for r in runs)}
+                     for axis, quantities in QUANTITIES.items()}
+             for label, runs in groups.items()}
+    population_groups = [label for label, runs in groups.items() if any(r.has_population for r in runs)]
     written = []
 
     # learning curves: champion (solid, band) and RL actor (dashed) vs frames and vs seconds
-    fig, axes = _figure(12, 4.4, ncols=2)
+    fig, axes = new_figure(12, 4.4, ncols=2)
     for ax, axis, xlabel in zip(axes, ("frames", "wall_s"), ("frames", "wall-clock seconds")):
         for label, runs in groups.items():
             curves = stats[label][axis]
-            population = any(r.has_population for r in runs)
             if "champion_test" in curves:
                 _band(ax, grids[axis], curves["champion_test"], colours[label], f"{label} ({_runs(runs)})", len(runs))
-            if population and "rl_test" in curves:  # learner-only modes: the RL actor is the champion
+            if label in population_groups and "rl_test" in curves:  # learner-only modes: the RL actor is the champion
                 _band(ax, grids[axis], curves["rl_test"], colours[label], None, len(runs), "--", band=False)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test return")
         ax.grid(alpha=0.3)
-    if any(r.has_population for r in records):
+    if population_groups:
         axes[0].plot([], [], color="grey", linestyle="--", label="RL actor (dashed)")
     axes[0].legend(fontsize=8)
     axes[0].set_title("champion test return (mean, 95% band of the mean)")
     axes[1].set_title("against wall-clock time")
-    written.append(_save(fig, out_dir / "learning_curves.png"))
+    written.append(save_figure(fig, out_dir / "learning_curves.png"))
 
-    population_groups = [label for label, runs in groups.items() if any(r.has_population for r in runs)]
     if population_groups:
         ncols = min(3, len(population_groups))
         nrows = math.ceil(len(population_groups) / ncols)
-        fig, axes = _figure(4.6 * ncols, 3.6 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+        fig, axes = new_figure(4.6 * ncols, 3.6 * nrows, ncols=ncols, nrows=nrows, sharey=True)
         for ax, label in zip(axes, population_groups):
             curves, colour, x = stats[label]["frames"], colours[label], grids["frames"]
             if "pop_min" in curves and "pop_max" in curves:
@@ -395,11 +374,11 @@ def plot_runs(paths, out_dir: str | os.PathLike) -> list[Path]:
             ax.set_visible(False)
         axes[0].set_ylabel("fitness (mean over runs)")
         fig.suptitle("Population fitness spread")
-        written.append(_save(fig, out_dir / "population_spread.png"))
+        written.append(save_figure(fig, out_dir / "population_spread.png"))
 
     rate_groups = [label for label, runs in groups.items() if any(r.has_selection_rates for r in runs)]
     if rate_groups:
-        fig, axes = _figure(13, 3.8, ncols=3, sharey=True)
+        fig, axes = new_figure(13, 3.8, ncols=3, sharey=True)
         for ax, column in zip(axes, RATE_COLUMNS):
             for label in rate_groups:
                 if column in stats[label]["frames"]:
@@ -412,7 +391,7 @@ def plot_runs(paths, out_dir: str | os.PathLike) -> list[Path]:
         axes[0].set_ylabel("share of RL-actor syncs")
         axes[0].legend(fontsize=8)
         fig.suptitle("Selection of the synced RL actor (paper Figure 11), mean and 95% band")
-        written.append(_save(fig, out_dir / "selection_rates.png"))
+        written.append(save_figure(fig, out_dir / "selection_rates.png"))
 
     summary = {
         "confidence": CONFIDENCE,
@@ -448,10 +427,10 @@ def plot_single_run(run_dir: str | os.PathLike) -> Path:
         config = json.loads((run_dir / "config.json").read_text())
         title = f"{config.get('task', '')} {config.get('mode', '')} seed {config.get('seed', '?')}".strip()
     except (OSError, ValueError, AttributeError):
-        config, title = {}, run_dir.name
+        title = run_dir.name
     x = metrics["frames"]
     marker = "o" if len(x) <= 1 else None
-    fig, (ax,) = _figure(7, 4)
+    fig, (ax,) = new_figure(7, 4)
     population = np.isfinite(metrics["pop_mean"]).any()
     if np.isfinite(metrics["pop_min"]).any() and np.isfinite(metrics["pop_max"]).any():
         ax.fill_between(x, metrics["pop_min"], metrics["pop_max"], color="tab:blue", alpha=0.15, step="post",
@@ -474,7 +453,7 @@ def plot_single_run(run_dir: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     if len(x):
         ax.legend(fontsize=8)
-    return _save(fig, run_dir / "learning_curve.png")
+    return save_figure(fig, run_dir / "learning_curve.png")
 
 
 __all__ = ["RunRecord", "confidence_band", "find_runs", "group_curves", "group_runs", "interpolate_curves",

@@ -57,9 +57,7 @@ def kl_divergence(p_points: np.ndarray, q_points: np.ndarray) -> float:
 def density_grid(points: np.ndarray, extent: tuple[float, float, float, float], resolution: int = 80):
     """(X, Y, density) on a regular grid over extent = (xmin, xmax, ymin, ymax), for contour plots."""
     kde = fit_kde(subsample(points))
-    xs = np.linspace(extent[0], extent[1], resolution)
-    ys = np.linspace(extent[2], extent[3], resolution)
-    grid_x, grid_y = np.meshgrid(xs, ys)
+    grid_x, grid_y = np.meshgrid(np.linspace(*extent[:2], resolution), np.linspace(*extent[2:], resolution))
     density = kde(np.stack([grid_x.ravel(), grid_y.ravel()])).reshape(grid_x.shape)
     return grid_x, grid_y, density
 

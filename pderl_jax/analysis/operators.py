@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pderl_jax.buffers.genetic_memory import take_member
 from pderl_jax.envs.rollout import episode_major, rollout
 from pderl_jax.operators.distillation import distill_child
 from pderl_jax.operators.mutation import gaussian_mutation, proximal_mutation
 from pderl_jax.operators.npoint import npoint_crossover
+from pderl_jax.operators.population import Population
 
 
 @struct.dataclass
@@ -57,38 +57,38 @@ def behaviour(trainer, key: jax.Array, actors: dict, episodes: int) -> Behaviour
                      states=items.state[..., :2], valid=valid)
 
 
-def study_operators(trainer, key: jax.Array, population: dict, memories, critic: dict, draws: int,
+def study_operators(trainer, key: jax.Array, population: Population, critic: dict, draws: int,
                     episodes: int, sigmas: jax.Array) -> OperatorStudy:
     """Children of every operator from the same randomly drawn parents, and their behaviour."""
     evo = trainer.config.evolution
-    k = jax.tree.leaves(population)[0].shape[0]
+    k = population.size
     episode_key, pair_key, cross_key, mutant_key, mutate_key, sigma_key = jax.random.split(key, 6)
     q_fn = lambda s, a: trainer.learner.q1(critic, s, a)
-    member = lambda slots: jax.tree.map(lambda x: x[slots], population)
-    memory = lambda slots: jax.vmap(lambda i: take_member(memories, i))(slots)
 
-    evaluated = behaviour(trainer, episode_key, population, episodes)
+    evaluated = behaviour(trainer, episode_key, population.members, episodes)
 
     # Crossovers: ten (or `draws`) random pairs of distinct members, parent 1 the fitter.
     pairs = jax.vmap(lambda k_: jax.random.choice(k_, k, (2,), replace=False))(jax.random.split(pair_key, draws))
     fitter_first = evaluated.returns[pairs[:, 0]] >= evaluated.returns[pairs[:, 1]]
     pairs = jnp.where(fitter_first[:, None], pairs, pairs[:, ::-1])
-    p1, p2, m1, m2 = member(pairs[:, 0]), member(pairs[:, 1]), memory(pairs[:, 0]), memory(pairs[:, 1])
+    parent1, parent2 = population.take(pairs[:, 0]), population.take(pairs[:, 1])
     cross_keys = jax.random.split(cross_key, draws)
-    distilled = jax.vmap(lambda c, a, b, ma, mb: distill_child(c, a, b, ma, mb, trainer.apply_actor, q_fn, evo)[0])(
-        cross_keys, p1, p2, m1, m2)
-    npoint = jax.vmap(lambda c, a, b: npoint_crossover(c, a, b)[0])(cross_keys, p1, p2)
+    distilled = jax.vmap(lambda c, a, b: distill_child(c, a, b, trainer.apply_actor, q_fn, evo)[0].members)(
+        cross_keys, parent1, parent2)
+    npoint = jax.vmap(lambda c, a, b: npoint_crossover(c, a, b)[0])(cross_keys, parent1.members, parent2.members)
 
     # Mutations: random parents, each mutated by both operators.
     parents = jax.random.randint(mutant_key, (draws,), 0, k)
     mutate_keys = jax.random.split(mutate_key, draws)
+    chosen = population.take(parents)
     proximal = jax.vmap(lambda c, p, m: proximal_mutation(c, p, m, trainer.apply_actor, evo))(
-        mutate_keys, member(parents), memory(parents))
-    gaussian = jax.vmap(lambda c, p: gaussian_mutation(c, p, evo))(mutate_keys, member(parents))
+        mutate_keys, chosen.members, chosen.memories)
+    gaussian = jax.vmap(lambda c, p: gaussian_mutation(c, p, evo))(mutate_keys, chosen.members)
 
     # Mutation magnitude sweep on the fittest member (Figure 9).
     best = jnp.argmax(evaluated.returns)
-    best_params, best_memory = member(best), take_member(memories, best)
+    fittest = population.take(best)
+    best_params, best_memory = fittest.members, fittest.memories
     sweep_keys = jnp.broadcast_to(sigma_key, (sigmas.shape[0],))  # same noise, scaled
     proximal_sweep = jax.vmap(lambda c, s: proximal_mutation(
         c, best_params, best_memory, trainer.apply_actor, evo.replace(mutation_sigma=s, mutation_sigma_noise=0.0)))(

@@ -6,8 +6,10 @@ import csv
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from pderl_jax.analysis.curves import new_figure, save_figure
 from pderl_jax.analysis.density import common_extent, density_grid, kl_divergence
 from pderl_jax.analysis.operators import Behaviour, OperatorStudy
 
@@ -32,8 +34,7 @@ def summarise(study: OperatorStudy) -> dict:
     kl = {name: [] for name in ("distilled_from_parent1", "distilled_from_parent2", "npoint_from_parent1",
                                 "npoint_from_parent2", "proximal", "gaussian")}
     for d in range(draws):
-        s1 = visited_states(study.population, study.crossover_parents[d, 0])
-        s2 = visited_states(study.population, study.crossover_parents[d, 1])
+        s1, s2 = (visited_states(study.population, p) for p in study.crossover_parents[d])
         for child, name in ((study.distilled, "distilled"), (study.npoint, "npoint")):
             states = visited_states(child, d)
             kl[f"{name}_from_parent1"].append(_safe_kl(s1, states))
@@ -44,8 +45,10 @@ def summarise(study: OperatorStudy) -> dict:
     best_states = visited_states(study.population, int(study.sigma_parent))
     sweep = {
         "sigmas": study.sigmas.tolist(),
-        "proximal_kl": [_safe_kl(best_states, visited_states(study.proximal_by_sigma, i)) for i in range(len(study.sigmas))],
-        "gaussian_kl": [_safe_kl(best_states, visited_states(study.gaussian_by_sigma, i)) for i in range(len(study.sigmas))],
+        "proximal_kl": [_safe_kl(best_states, visited_states(study.proximal_by_sigma, i))
+                        for i in range(len(study.sigmas))],
+        "gaussian_kl": [_safe_kl(best_states, visited_states(study.gaussian_by_sigma, i))
+                        for i in range(len(study.sigmas))],
         "proximal_fitness": study.proximal_by_sigma.returns.tolist(),
         "gaussian_fitness": study.gaussian_by_sigma.returns.tolist(),
         "parent_fitness": float(pop[int(study.sigma_parent)]),
@@ -74,121 +77,93 @@ def summarise(study: OperatorStudy) -> dict:
 
 def write_figures(study: OperatorStudy, summary: dict, out_dir: Path) -> list[Path]:
     """The Figure 1/2/5/6/7/8/9-style PNGs; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     study = _numpy(study)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    draws, kl = summary["draws"], summary["kl"]
     paths = []
 
-    def bars(path, groups, labels, title):
-        fig, ax = plt.subplots(figsize=(10, 3.6))
+    def bars(name, groups, labels, title):
+        crossover = name.startswith("crossover")
+        fig, (ax,) = new_figure(10, 3.6)
         width = 0.8 / len(groups)
-        x = np.arange(summary["draws"])
+        x = np.arange(draws)
         for i, (values, label) in enumerate(zip(groups, labels)):
             ax.bar(x + (i - (len(groups) - 1) / 2) * width, np.nan_to_num(values), width, label=label)
         ax.axhline(1.0, color="black", lw=0.6)
-        ax.set_xticks(x, [f"pair {i + 1}" if "crossover" in path.name else f"parent {i + 1}" for i in x])
-        ax.set_ylabel("fitness / parent" + (" 1" if "crossover" in path.name else ""))
+        ax.set_xticks(x, [f"{'pair' if crossover else 'parent'} {i + 1}" for i in x])
+        ax.set_ylabel("fitness / parent" + (" 1" if crossover else ""))
         ax.set_title(title)
         ax.legend(ncol=len(groups), fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir / name))
 
     n = summary["normalised_fitness"]
-    bars(out_dir / "crossover_fitness.png", [np.ones(summary["draws"]), n["parent2"], n["distilled"], n["npoint"]],
+    bars("crossover_fitness.png", [np.ones(draws), n["parent2"], n["distilled"], n["npoint"]],
          ["parent 1", "parent 2", "distillation child", "n-point child"],
          "Crossover offspring fitness, normalised by parent 1 (paper Figure 5)")
-    bars(out_dir / "mutation_fitness.png", [np.ones(summary["draws"]), n["proximal"], n["gaussian"]],
+    bars("mutation_fitness.png", [np.ones(draws), n["proximal"], n["gaussian"]],
          ["parent", "proximal child", "Gaussian child"],
          "Mutation offspring fitness, normalised by the parent (paper Figure 7)")
 
-    def contours(ax, samples, colours, labels, title):
-        extent = common_extent(*samples)
-        for states, colour in zip(samples, colours):
-            if len(states) >= 4:
-                gx, gy, density = density_grid(states, extent)
-                ax.contour(gx, gy, density, levels=6, colors=colour, linewidths=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("state dim 0")
-        ax.set_ylabel("state dim 1")
-        for colour, label in zip(colours, labels):
-            ax.plot([], [], color=colour, label=label)
-        ax.legend(fontsize=7)
+    def state_contours(name, parents, parent_labels, children, titles, suptitle):
+        """One panel per child: contours of the parents' and the child's visited states."""
+        colours = ["tab:blue", "tab:green"][:len(parents)] + ["tab:red"]
+        fig, axes = new_figure(10, 4.2, ncols=2)
+        for ax, child, title in zip(axes, children, titles):
+            samples = [*parents, child]
+            extent = common_extent(*samples)
+            for states, colour in zip(samples, colours):
+                if len(states) >= 4:
+                    gx, gy, density = density_grid(states, extent)
+                    ax.contour(gx, gy, density, levels=6, colors=colour, linewidths=0.8)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("state dim 0")
+            ax.set_ylabel("state dim 1")
+            for colour, label in zip(colours, [*parent_labels, "child"]):
+                ax.plot([], [], color=colour, label=label)
+            ax.legend(fontsize=7)
+        fig.suptitle(suptitle)
+        paths.append(save_figure(fig, out_dir / name))
 
     # The draws shown: those with the fittest parent 1 / parent.
     d = int(np.argmax(summary["crossover"]["parent1_fitness"]))
-    s1 = visited_states(study.population, study.crossover_parents[d, 0])
-    s2 = visited_states(study.population, study.crossover_parents[d, 1])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    kl = summary["kl"]
-    contours(axes[0], [s1, s2, visited_states(study.distilled, d)], ["tab:blue", "tab:green", "tab:red"],
-             ["parent 1", "parent 2", "child"],
-             f"Q-filtered distillation (KL p1||c {kl['distilled_from_parent1'][d]:.2f}, "
-             f"p2||c {kl['distilled_from_parent2'][d]:.2f})")
-    contours(axes[1], [s1, s2, visited_states(study.npoint, d)], ["tab:blue", "tab:green", "tab:red"],
-             ["parent 1", "parent 2", "child"],
-             f"n-point (KL p1||c {kl['npoint_from_parent1'][d]:.2f}, p2||c {kl['npoint_from_parent2'][d]:.2f})")
-    fig.suptitle(f"State visitation of parents and crossover children, pair {d + 1} (paper Figures 1 and 6)")
-    fig.tight_layout()
-    paths.append(out_dir / "crossover_states.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
+    state_contours("crossover_states.png", [visited_states(study.population, p) for p in study.crossover_parents[d]],
+                   ["parent 1", "parent 2"], [visited_states(study.distilled, d), visited_states(study.npoint, d)],
+                   [f"Q-filtered distillation (KL p1||c {kl['distilled_from_parent1'][d]:.2f}, "
+                    f"p2||c {kl['distilled_from_parent2'][d]:.2f})",
+                    f"n-point (KL p1||c {kl['npoint_from_parent1'][d]:.2f}, p2||c {kl['npoint_from_parent2'][d]:.2f})"],
+                   f"State visitation of parents and crossover children, pair {d + 1} (paper Figures 1 and 6)")
     d = int(np.argmax(summary["mutation"]["parent_fitness"]))
-    parent_states = visited_states(study.population, study.mutation_parents[d])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    contours(axes[0], [parent_states, visited_states(study.proximal, d)], ["tab:blue", "tab:red"],
-             ["parent", "child"], f"proximal mutation (KL {kl['proximal'][d]:.2f})")
-    contours(axes[1], [parent_states, visited_states(study.gaussian, d)], ["tab:blue", "tab:red"],
-             ["parent", "child"], f"Gaussian mutation (KL {kl['gaussian'][d]:.2f})")
-    fig.suptitle(f"State visitation of a parent and its mutated children, parent {d + 1} (paper Figures 2 and 8)")
-    fig.tight_layout()
-    paths.append(out_dir / "mutation_states.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    state_contours("mutation_states.png", [visited_states(study.population, study.mutation_parents[d])], ["parent"],
+                   [visited_states(study.proximal, d), visited_states(study.gaussian, d)],
+                   [f"proximal mutation (KL {kl['proximal'][d]:.2f})",
+                    f"Gaussian mutation (KL {kl['gaussian'][d]:.2f})"],
+                   f"State visitation of a parent and its mutated children, parent {d + 1} (paper Figures 2 and 8)")
 
     sweep = summary["kl_by_magnitude"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = new_figure(10, 3.8, ncols=2)
     axes[0].plot(sweep["sigmas"], sweep["proximal_kl"], "o-", label="proximal (sigma)")
     axes[0].plot(sweep["sigmas"], sweep["gaussian_kl"], "s-", label="Gaussian (strength)")
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("mutation magnitude")
     axes[0].set_ylabel("KL(parent || child)")
-    axes[0].legend(fontsize=8)
     axes[1].plot(sweep["sigmas"], sweep["proximal_fitness"], "o-", label="proximal")
     axes[1].plot(sweep["sigmas"], sweep["gaussian_fitness"], "s-", label="Gaussian")
     axes[1].axhline(sweep["parent_fitness"], color="black", lw=0.6, label="parent")
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("mutation magnitude")
     axes[1].set_ylabel("child fitness")
-    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("mutation magnitude")
+        ax.legend(fontsize=8)
     fig.suptitle("Behaviour change against mutation magnitude (paper Figure 9)")
-    fig.tight_layout()
-    paths.append(out_dir / "kl_by_magnitude.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, out_dir / "kl_by_magnitude.png"))
     return paths
 
 
 def plot_selection_rates(metrics_csv: Path, out_path: Path) -> Path | None:
     """The RL actor's elite / selected / discarded rates over generations (Figure 11, Table 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with open(metrics_csv) as f:
-        rows = list(csv.DictReader(f))
-    rows = [r for r in rows if r.get("elite_rate") not in (None, "", "nan")]
+        rows = [r for r in csv.DictReader(f) if r.get("elite_rate") not in (None, "", "nan")]
     if not rows:
         return None
     generations = [int(r["generation"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, (ax,) = new_figure(7, 3.6)
     for column, label in (("elite_rate", "elite"), ("selected_rate", "selected"), ("discarded_rate", "discarded")):
         ax.plot(generations, [float(r[column]) for r in rows], label=label)
     ax.set_xlabel("generation")
@@ -196,11 +171,7 @@ def plot_selection_rates(metrics_csv: Path, out_path: Path) -> Path | None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Selection of the synced RL actor (paper Figure 11, Table 2)")
     ax.legend()
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def write_summary(summary: dict, path: Path) -> None:
@@ -215,6 +186,4 @@ def _safe_kl(p_states: np.ndarray, q_states: np.ndarray) -> float:
 
 
 def _numpy(tree):
-    import jax
-
     return jax.tree.map(np.asarray, tree)

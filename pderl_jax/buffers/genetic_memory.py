@@ -59,10 +59,3 @@ def crossover_memory(key: jax.Array, parent1: RingBuffer, parent2: RingBuffer, s
         merged = jax.tree.map(lambda x: x[order], merged)
     return ring_from_items(merged, count, capacity)
 
-
-def take_member(memories: RingBuffer, index) -> RingBuffer:
-    return jax.tree.map(lambda x: x[index], memories)
-
-
-def put_member(memories: RingBuffer, index, memory: RingBuffer) -> RingBuffer:
-    return jax.tree.map(lambda xs, x: xs.at[index].set(x), memories, memory)

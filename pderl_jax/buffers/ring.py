@@ -32,15 +32,8 @@ class Transition:
 
     @classmethod
     def zeros(cls, shape: tuple[int, ...], obs_dim: int, action_dim: int) -> "Transition":
-        f32 = jnp.float32
-        return cls(
-            state=jnp.zeros((*shape, obs_dim), f32),
-            action=jnp.zeros((*shape, action_dim), f32),
-            next_state=jnp.zeros((*shape, obs_dim), f32),
-            reward=jnp.zeros(shape, f32),
-            done=jnp.zeros(shape, f32),
-            truncated=jnp.zeros(shape, f32),
-        )
+        sizes = dict(state=(obs_dim,), action=(action_dim,), next_state=(obs_dim,), reward=(), done=(), truncated=())
+        return cls(**{name: jnp.zeros((*shape, *size), jnp.float32) for name, size in sizes.items()})
 
     @staticmethod
     def bytes_per_item(obs_dim: int, action_dim: int) -> int:

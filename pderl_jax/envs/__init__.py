@@ -1,5 +1,6 @@
 """Environments and batched rollouts: brax tasks (JAX physics) and Gymnasium MuJoCo v5 tasks."""
 
+from pderl_jax.config import TASKS, ConfigError
 from pderl_jax.envs.brax_env import BACKENDS, BraxEnvironment
 from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, GymnasiumEnvironment, resolve_task
 from pderl_jax.envs.rollout import Environment, Rollout, episode_major, rollout
@@ -8,8 +9,6 @@ from pderl_jax.envs.rollout import Environment, Rollout, episode_major, rollout
 def make_environment(name: str, backend: str | None = None, physics: str = "auto", episode_length: int = 1000):
     """The task `name` on `backend`: "brax" with a physics pipeline, or "gymnasium". By default a
     task name (`hopper`) means brax and a Gymnasium id (`Hopper-v5`) the native MuJoCo task."""
-    from pderl_jax.config import TASKS, ConfigError
-
     task = resolve_task(name)
     if backend is None:
         backend = "brax" if name in TASKS else "gymnasium"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -12,10 +14,7 @@ BACKENDS = ("generalized", "positional", "spring", "mjx")
 # Physics pipelines each brax task accepts; "auto" picks the first (the fastest on CPU).
 SUPPORTED_BACKENDS = {
     "swimmer": ("generalized",),
-    "halfcheetah": ("spring", "positional", "generalized", "mjx"),
-    "hopper": ("spring", "positional", "generalized", "mjx"),
-    "walker2d": ("spring", "positional", "generalized", "mjx"),
-    "ant": ("spring", "positional", "generalized", "mjx"),
+    **dict.fromkeys(("halfcheetah", "hopper", "walker2d", "ant"), ("spring", "positional", "generalized", "mjx")),
 }
 
 
@@ -28,8 +27,6 @@ class BraxState:
 def _patch_brax_fluid() -> None:
     """brax 0.14 calls `jnp.clip(x, a_min=...)` in its fluid model (Swimmer's viscosity), keywords
     current JAX no longer accepts; give that one module a `clip` that does."""
-    import types
-
     from brax import fluid
 
     if getattr(fluid.jp, "_pderl_compat", False):

@@ -65,14 +65,13 @@ class GymnasiumEnvironment:
         self.description = f"{self.env_id} (native MuJoCo via Gymnasium)"
         self.env_kwargs = env_kwargs
         self.episode_length = episode_length
-        self._pool: list = []
         probe = self._make()
         self.obs_dim = int(probe.observation_space.shape[0])
         self.action_dim = int(probe.action_space.shape[0])
         low, high = probe.action_space.low.astype(np.float64), probe.action_space.high.astype(np.float64)
         # Actor outputs lie in [-1, 1]; map them onto the task's action box (identity for these tasks).
         self._action_centre, self._action_half_range = (high + low) / 2, (high - low) / 2
-        self._pool.append(probe)
+        self._pool = [probe]
         self._alive = np.zeros((0,), bool)
         self._last_obs = np.zeros((0, self.obs_dim), np.float32)
 

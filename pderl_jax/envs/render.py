@@ -161,13 +161,10 @@ def _brax_images(env: BraxEnvironment, states: list, width: int, height: int) ->
 
 def _gymnasium_episode(env: GymnasiumEnvironment, policy, params, seed: int, steps: int, width: int, height: int):
     """Frames of one episode on a host copy of the task, as `GymnasiumEnvironment` steps it."""
-    import gymnasium
     import mujoco
 
     headless_gl()
-    host = gymnasium.make(env.env_id, **env.env_kwargs).unwrapped
-    low, high = host.action_space.low.astype(np.float64), host.action_space.high.astype(np.float64)
-    centre, half_range = (high + low) / 2, (high - low) / 2  # actor outputs [-1, 1] onto the action box
+    host = env._make()
     _prepare_model(host.model, width, height)
     renderer, camera = mujoco.Renderer(host.model, height, width), _tracking_camera()
     images, total = [], 0.0
@@ -175,7 +172,7 @@ def _gymnasium_episode(env: GymnasiumEnvironment, policy, params, seed: int, ste
         obs, _ = host.reset(seed=seed)
         for _ in range(steps):
             action = np.asarray(policy(params, jnp.asarray(obs, jnp.float32)), np.float64)
-            obs, reward, terminated, _, _ = host.step(centre + half_range * action)
+            obs, reward, terminated, _, _ = host.step(env._action_centre + env._action_half_range * action)
             total += float(reward)
             renderer.update_scene(host.data, camera)
             images.append(renderer.render())

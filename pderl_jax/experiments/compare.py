@@ -20,12 +20,19 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from pderl_jax.analysis.curves import find_runs, interpolate_curves
 from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, default_learner, load_config,
-                              override, validate)
+                              with_overrides)
 from pderl_jax.envs.rollout import Environment
+from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
+from pderl_jax.experiments.ppo import train_ppo
+from pderl_jax.training.loop import RunOptions, train
+from pderl_jax.training.metrics import METRICS_FILE, read_metrics
+from pderl_jax.training.run_folder import claim_out_dir
+from pderl_jax.training.sweep import expand_runs, parse_seeds, train_sweep
 
 METHODS = (*EVOLUTIONARY_MODES, *LEARNER_MODES, "ppo")
-COMPARE_FILES = ("table.md", "table.csv", "figure4.png", "summary.json", *METHODS)
+COMPARE_FILES = ("config.json", "table.md", "table.csv", "figure4.png", "summary.json", *METHODS)
 
 
 def final_statistics(values) -> dict:
@@ -37,8 +44,6 @@ def final_statistics(values) -> dict:
 
 def parse_seed_count(text: str) -> list[int]:
     """`--seeds 5` is seeds 0..4; a range (`3..7`) or a list (`0,4,9`) names them."""
-    from pderl_jax.training.sweep import parse_seeds
-
     if text.strip().isdigit():
         count = int(text)
         if count < 1:
@@ -59,11 +64,8 @@ def parse_methods(text: str) -> list[str]:
 
 def method_config(task: str, method: str, frames: int, overrides: dict) -> Config:
     """The task's Table 4 config for one method (learner ddpg beside the population, as the official code)."""
-    config = load_config(task, {"mode": method, "learner.algorithm": default_learner(method), "frames": frames})
-    for name, value in overrides.items():
-        config = override(config, name, value)
-    validate(config)
-    return config
+    return with_overrides(load_config(task, {"mode": method, "learner.algorithm": default_learner(method),
+                                             "frames": frames}), overrides)
 
 
 def device_description() -> str:
@@ -86,37 +88,23 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
                overrides: dict, progress: bool, print_fn) -> list[Path]:
     """Every seed of one method into `out_dir/run_<i>/`; returns the run folders."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    folders = [out_dir / f"run_{i:03d}" for i in range(len(seeds))]
     if method == "ppo":
-        from pderl_jax.experiments.ppo import train_ppo
-
-        folders = []
-        for i, seed in enumerate(seeds):
-            folder = out_dir / f"run_{i:03d}"
+        for seed, folder in zip(seeds, folders):
             train_ppo(env, seed, frames, folder, print_fn=print_fn)
-            folders.append(folder)
         return folders
     config = method_config(task, method, frames, overrides)
     if getattr(env, "batched", False):  # native MuJoCo: host callbacks cannot be vmapped
-        from pderl_jax.training.loop import RunOptions, train
-
-        folders = []
-        for i, seed in enumerate(seeds):
-            folder = out_dir / f"run_{i:03d}"
+        for seed, folder in zip(seeds, folders):
             train(config.replace(seed=seed), env, folder, RunOptions(progress=progress), force=True,
                   print_fn=print_fn)
-            folders.append(folder)
-        return folders
-    from pderl_jax.training.sweep import expand_runs, train_sweep
-
-    runs = expand_runs(config, seeds, {})
-    train_sweep(config, runs, env, out_dir, progress=progress, print_fn=print_fn)
-    return [out_dir / f"run_{run.index:03d}" for run in runs]
+    else:
+        train_sweep(config, expand_runs(config, seeds, {}), env, out_dir, progress=progress, print_fn=print_fn)
+    return folders
 
 
 def final_tests(folders: list[Path]) -> list[float]:
     """The last row's champion test of each run."""
-    from pderl_jax.training.metrics import METRICS_FILE, read_metrics
-
     values = []
     for folder in folders:
         rows = read_metrics(folder / METRICS_FILE)
@@ -129,8 +117,6 @@ def final_tests(folders: list[Path]) -> list[float]:
 def compare(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int, out_dir: Path,
             overrides: dict | None = None, force: bool = False, progress: bool = True, print_fn=print) -> dict:
     """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`."""
-    from pderl_jax.training.run_folder import claim_out_dir
-
     overrides = dict(overrides or {})
     if "ppo" in methods and getattr(env, "batched", False):
         raise ConfigError("PPO comes from brax.training and runs on the brax backend only; drop ppo from "
@@ -144,7 +130,7 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
     record = {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
               "environment": {"name": getattr(env, "task", task), "backend": getattr(env, "backend", None),
                               "episode_length": env.episode_length}}
-    claim_out_dir(out_dir, record, force, files=("config.json", *COMPARE_FILES))
+    claim_out_dir(out_dir, record, force, files=COMPARE_FILES)
     device = device_description()
     results = {}
     for method in methods:
@@ -180,8 +166,6 @@ def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=
 
     They must agree on task, frames, seeds and environment; a method may appear only once.
     """
-    from pderl_jax.training.run_folder import claim_out_dir
-
     summaries = []
     for folder in comparisons:
         path = Path(folder) / "summary.json"
@@ -198,7 +182,7 @@ def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=
     if len(set(methods)) != len(methods):
         raise ConfigError(f"a method appears in several of the folders ({', '.join(methods)})")
     out_dir = Path(out_dir)
-    claim_out_dir(out_dir, {"merged": [str(f) for f, _ in summaries]}, force, files=("config.json", *COMPARE_FILES))
+    claim_out_dir(out_dir, {"merged": [str(f) for f, _ in summaries]}, force, files=COMPARE_FILES)
     results = {}
     for folder, summary in summaries:
         for method, result in summary["methods"].items():
@@ -212,15 +196,17 @@ def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=
 
 def format_table(summary: dict) -> str:
     """Table 1 layout: one column per method; mean, std and median of the final champion test, wall-clock."""
-    methods = list(summary["methods"])
-    lines = ["| metric | " + " | ".join(m.upper() for m in methods) + " |", "|---|" + "---|" * len(methods)]
-    for metric in ("mean", "std", "median"):
-        lines.append(f"| {metric} | " + " | ".join(f"{summary['methods'][m][metric]:.0f}" for m in methods) + " |")
-    lines.append("| wall-clock (s) | " + " | ".join(f"{summary['methods'][m]['wall_s']:.0f}" for m in methods) + " |")
-    if any(summary["methods"][m].get("compile_s") for m in methods):
-        lines.append("| of which compile (s) | " + " | ".join(
-            f"{summary['methods'][m]['compile_s']:.0f}" if summary["methods"][m].get("compile_s") else "-"
-            for m in methods) + " |")
+    results = summary["methods"]
+
+    def row(name: str, cells) -> str:
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    lines = [row("metric", [m.upper() for m in results]), "|---|" + "---|" * len(results)]
+    for key, name in (("mean", "mean"), ("std", "std"), ("median", "median"), ("wall_s", "wall-clock (s)")):
+        lines.append(row(name, [f"{r[key]:.0f}" for r in results.values()]))
+    if any(r.get("compile_s") for r in results.values()):
+        lines.append(row("of which compile (s)",
+                         [f"{r['compile_s']:.0f}" if r.get("compile_s") else "-" for r in results.values()]))
     return "\n".join(lines)
 
 
@@ -228,8 +214,6 @@ def write_table(summary: dict, out_dir: Path) -> None:
     env = summary["environment"]
     header = (f"Final champion test return, {summary['task']} ({env['backend']}, episodes of {env['episode_length']} "
               f"steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
-    from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
-
     paper = ""
     if summary["task"] in TABLE1:
         paper = (f"\nNext to the paper's Table 1 (gym {summary['task']} v2 on MuJoCo 2.0, five seeds, "
@@ -246,12 +230,7 @@ def write_table(summary: dict, out_dir: Path) -> None:
 
 def plot_figure4(out_dir: Path, methods: list[str], path: Path, title: str = "") -> Path:
     """Mean +- std of the champion test return against frames, one line per method (Figure 4 style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure
-
-    from pderl_jax.analysis.curves import find_runs, interpolate_curves
 
     figure = Figure(figsize=(7, 4.5))
     axes = figure.add_subplot()

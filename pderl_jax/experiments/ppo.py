@@ -21,12 +21,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pderl_jax.config import ConfigError
 from pderl_jax.envs.brax_env import BraxEnvironment
 from pderl_jax.envs.rollout import rollout
 from pderl_jax.training.generation import TEST_EPISODES
 from pderl_jax.training.metrics import blank_row, write_metrics
+from pderl_jax.training.run_folder import environment_record
 
 # brax training notebook (notebooks/training.ipynb), its PPO cells; num_timesteps and num_evals are
 # set by the comparison. The notebook trains hopper and walker2d with SAC and has no swimmer, so
@@ -62,13 +65,8 @@ def scaled_settings(task: str, frames: int) -> dict:
 def _patch_device_put_replicated() -> None:
     """brax 0.14's PPO calls `jax.device_put_replicated`, which current JAX removed; give it the documented
     drop-in replacement (the value stacked once per device, the stack split over those devices)."""
-    try:
-        jax.device_put_replicated  # noqa: B018 - raises AttributeError where it was removed
+    if hasattr(jax, "device_put_replicated"):
         return
-    except AttributeError:
-        pass
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     def device_put_replicated(value, devices):
         sharding = NamedSharding(Mesh(np.asarray(devices), ("d",)), PartitionSpec("d"))
@@ -77,7 +75,7 @@ def _patch_device_put_replicated() -> None:
     jax.device_put_replicated = device_put_replicated
 
 
-def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print_fn=print) -> dict:
+def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print_fn=print) -> None:
     """One PPO run: `metrics.csv` (a row per evaluation, our columns) and `config.json` in `out_dir`."""
     if not isinstance(env, BraxEnvironment):
         raise ConfigError("PPO comes from brax.training and runs on the brax backend only; use --backend brax")
@@ -91,7 +89,7 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
     (out_dir / "config.json").write_text(json.dumps({
         "task": env.task, "mode": "ppo", "seed": seed, "frames": frames, "ppo": settings,
         "settings_source": "brax notebooks/training.ipynb, batch scaled to the budget",
-        "environment": {"name": env.task, "backend": env.backend, "episode_length": env.episode_length}}, indent=2))
+        "environment": environment_record(env)}, indent=2))
     rows, start = [], time.perf_counter()
 
     def progress(step, metrics):
@@ -110,8 +108,6 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
     write_metrics(out_dir, rows)
     print_fn(f"ppo seed {seed}: {rows[-1]['frames']} frames, final test {final:.1f}")
-    return {"seed": seed, "frames": rows[-1]["frames"], "final_champion_test": final,
-            "wall_s": rows[-1]["wall_s"]}
 
 
 def test_policy(env: BraxEnvironment, policy, key) -> float:

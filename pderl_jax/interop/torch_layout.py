@@ -17,6 +17,7 @@ import numpy as np
 
 _TO_TORCH = {"kernel": "weight", "bias": "bias", "gamma": "gamma", "beta": "beta"}
 _FROM_TORCH = {v: k for k, v in _TO_TORCH.items()}
+_LEAF_ORDER = {"kernel": 0, "bias": 1, "gamma": 0, "beta": 1}
 
 
 def _layer_position(name: str) -> tuple[float, int]:
@@ -29,9 +30,6 @@ def _layer_position(name: str) -> tuple[float, int]:
     raise ValueError(f"unknown layer name {name!r} for the official state-dict layout")
 
 
-_LEAF_ORDER = {"kernel": 0, "bias": 1, "gamma": 0, "beta": 1}
-
-
 def to_torch_state_dict(params: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
     """Flax params of an `Actor` or `Critic` -> official state dict, in the official parameter order.
 
@@ -42,9 +40,8 @@ def to_torch_state_dict(params: Mapping[str, Any]) -> "OrderedDict[str, np.ndarr
     for layer in sorted(params, key=_layer_position):
         leaves = params[layer]
         for leaf in sorted(leaves, key=_LEAF_ORDER.__getitem__):
-            value = leaves[leaf]
-            value = np.asarray(value, dtype=np.float32)
-            state[f"{layer}.{_TO_TORCH[leaf]}"] = value.T.copy() if leaf == "kernel" else value.copy()
+            value = np.asarray(leaves[leaf], dtype=np.float32)
+            state[f"{layer}.{_TO_TORCH[leaf]}"] = (value.T if leaf == "kernel" else value).copy()
     return state
 
 

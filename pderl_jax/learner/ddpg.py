@@ -8,7 +8,6 @@ policy smoothing and a delayed actor/target update. N steps run as one `lax.scan
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,7 +15,6 @@ from flax import struct
 from jax import lax
 
 from pderl_jax.buffers.ring import RingBuffer, Transition, ring_sample
-from pderl_jax.buffers.sampling import sample_distinct
 from pderl_jax.config import LearnerConfig, NetworkConfig
 from pderl_jax.learner.noise import exploration_noise, noisy_action
 from pderl_jax.networks import adam, apply_actor, init_actor, init_critic, make_actor, make_critic
@@ -54,15 +52,14 @@ def soft_update(target, online, tau):
 class Learner:
     """DDPG/TD3 for given observation/action sizes. Methods are pure and jit-able.
 
-    Hyperparameters come from `config` (a `LearnerConfig` pytree): pass another one to `step`
-    or `train` to vmap over learning rates, tau, gamma, ... ; structural fields stay static.
+    The constructor's `config` fixes the structure (DDPG or TD3); every method reads its settings
+    from the `LearnerConfig` it is given, so a vmapped one sweeps learning rates, tau, gamma, ...
     """
 
     def __init__(self, obs_dim: int, action_dim: int, config: LearnerConfig = LearnerConfig(),
                  network: NetworkConfig = NetworkConfig()):
         self.obs_dim = obs_dim
         self.action_dim = action_dim
-        self.config = config
         self.twin = config.algorithm == "td3"
         self.actor = make_actor(action_dim, network, rl=True)
         self.critic = make_critic(network, twin=self.twin)
@@ -74,14 +71,11 @@ class Learner:
         actor = init_actor(actor_key, self.actor, self.obs_dim)
         critic = init_critic(critic_key, self.critic, self.obs_dim, self.action_dim)
         return LearnerState(
-            actor=actor,
-            critic=critic,
+            actor=actor, critic=critic,
             actor_target=jax.tree.map(jnp.copy, actor),  # own buffers: the state may be donated
             critic_target=jax.tree.map(jnp.copy, critic),
-            actor_opt=adam(1.0).init(actor),
-            critic_opt=adam(1.0).init(critic),
-            noise=jnp.zeros((self.action_dim,), jnp.float32),
-            num_updates=jnp.zeros((), jnp.int32),
+            actor_opt=adam(1.0).init(actor), critic_opt=adam(1.0).init(critic),
+            noise=jnp.zeros((self.action_dim,), jnp.float32), num_updates=jnp.zeros((), jnp.int32),
         )
 
     # ------------------------------------------------------------ networks
@@ -99,9 +93,8 @@ class Learner:
         return self._single_critic.apply({"params": critic_params}, states, actions)
 
     def explore(self, state: LearnerState, obs: jax.Array, key: jax.Array,
-                config: LearnerConfig | None = None) -> tuple[jax.Array, LearnerState]:
+                config: LearnerConfig) -> tuple[jax.Array, LearnerState]:
         """Exploration action clip(mu(s) + noise, -1, 1) and the state with the advanced noise."""
-        config = self.config if config is None else config
         noise, noise_state = exploration_noise(key, state.noise, config)
         return noisy_action(self.act(state.actor, obs), noise), state.replace(noise=noise_state)
 
@@ -115,13 +108,12 @@ class Learner:
         next_q = self.q_values(state.critic_target, batch.next_state, next_action)
         if self.twin:
             next_q = jnp.min(next_q, axis=0)
-        terminal = batch.done * (1.0 - batch.truncated) if self.config.bootstrap_on_timeout else batch.done
+        terminal = batch.done * (1.0 - batch.truncated) if config.bootstrap_on_timeout else batch.done
         return lax.stop_gradient(batch.reward + config.gamma * (1.0 - terminal) * next_q)
 
     def step(self, state: LearnerState, batch: Transition, key: jax.Array,
-             config: LearnerConfig | None = None) -> tuple[LearnerState, LearnerMetrics]:
+             config: LearnerConfig) -> tuple[LearnerState, LearnerMetrics]:
         """One gradient step on `batch` (critic, then actor with the updated critic, then targets)."""
-        config = self.config if config is None else config
         target = self.critic_target(state, batch, key, config)
 
         def critic_loss_fn(critic_params):
@@ -148,65 +140,40 @@ class Learner:
         if self.twin:
             skip = (state.actor, state.actor_opt, state.actor_target, state.critic_target, jnp.float32(jnp.nan))
             # Reference TD3 counts updates from 1: the actor moves on updates delay, 2*delay, ...
-            is_actor_step = (state.num_updates + 1) % self.config.policy_delay == 0
+            is_actor_step = (state.num_updates + 1) % config.policy_delay == 0
             actor, actor_opt, actor_target, critic_target, actor_loss = lax.cond(
                 is_actor_step, actor_update, lambda _: skip, None
             )
         else:
             actor, actor_opt, actor_target, critic_target, actor_loss = actor_update(None)
 
-        new_state = state.replace(
-            actor=actor,
-            critic=critic,
-            actor_target=actor_target,
-            critic_target=critic_target,
-            actor_opt=actor_opt,
-            critic_opt=critic_opt,
-            num_updates=state.num_updates + 1,
-        )
+        new_state = LearnerState(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target,
+                                 actor_opt=actor_opt, critic_opt=critic_opt, noise=state.noise,
+                                 num_updates=state.num_updates + 1)
         return new_state, LearnerMetrics(critic_loss=critic_loss, actor_loss=actor_loss)
 
     def train(self, state: LearnerState, replay: RingBuffer, key: jax.Array, num_steps,
-              config: LearnerConfig | None = None) -> tuple[LearnerState, LearnerMetrics]:
-        """`num_steps` updates on fresh batches from `replay`; no-op until it holds > learning_starts.
+              config: LearnerConfig) -> tuple[LearnerState, LearnerMetrics]:
+        """`num_steps` updates (a Python int or a traced count) on fresh batches from `replay`.
 
-        A Python int runs a `lax.scan` of that length; a traced count runs a `fori_loop`.
-        Returned metrics are means over the steps taken (NaN when none were taken).
+        A no-op until the replay holds more than `learning_starts` items. Returned metrics are
+        means over the steps taken (NaN when none were taken).
         """
-        config = self.config if config is None else config
-        batch_size = self.config.batch_size
-
-        def one_step(state, step_key):
-            sample_key, noise_key = jax.random.split(step_key)
-            batch, _ = ring_sample(replay, sample_key, batch_size)
-            return self.step(state, batch, noise_key, config)
+        def body(i, carry):
+            state, totals, counts = carry
+            sample_key, noise_key = jax.random.split(jax.random.fold_in(key, i))
+            batch, _ = ring_sample(replay, sample_key, config.batch_size)
+            state, m = self.step(state, batch, noise_key, config)
+            m = jnp.stack([m.critic_loss, m.actor_loss])
+            return state, totals + jnp.nan_to_num(m), counts + ~jnp.isnan(m)
 
         def run(state):
-            if isinstance(num_steps, int):
-                # Batch indices for all steps are drawn up front, outside the loop.
-                sample_keys, noise_keys = jnp.split(jax.random.split(key, 2 * num_steps), 2)
-                rows, _ = jax.vmap(lambda k: sample_distinct(k, replay.size, batch_size))(sample_keys)
-
-                def scan_step(state, inputs):
-                    step_rows, noise_key = inputs
-                    batch = jax.tree.map(lambda d: d[step_rows], replay.data)
-                    return self.step(state, batch, noise_key, config)
-
-                state, metrics = lax.scan(scan_step, state, (rows, noise_keys))
-                return state, jax.tree.map(jnp.nanmean, metrics) if num_steps else _nan_metrics()
-
-            def body(i, carry):
-                state, totals, counts = carry
-                state, m = one_step(state, jax.random.fold_in(key, i))
-                m = jnp.stack([m.critic_loss, m.actor_loss])
-                return state, totals + jnp.nan_to_num(m), counts + ~jnp.isnan(m)
-
             zeros = jnp.zeros((2,), jnp.float32)
             state, totals, counts = lax.fori_loop(0, num_steps, body, (state, zeros, zeros))
             means = totals / counts
             return state, LearnerMetrics(critic_loss=means[0], actor_loss=means[1])
 
-        return lax.cond(replay.size > self.config.learning_starts, run, lambda s: (s, _nan_metrics()), state)
+        return lax.cond(replay.size > config.learning_starts, run, lambda s: (s, _nan_metrics()), state)
 
 
 def _nan_metrics() -> LearnerMetrics:

@@ -15,33 +15,21 @@ import jax.numpy as jnp
 LAYER_NORM_EPS = 1e-6
 
 
-def torch_uniform_init(scale: float = 1.0):
-    """PyTorch's default `nn.Linear` init, U(-1/sqrt(fan_in), +1/sqrt(fan_in)), times `scale`.
-
-    PyTorch uses this bound for weights *and* biases; both kernel and bias are created from the
-    kernel's fan-in, so the same initializer is given the fan-in explicitly.
-    """
-
-    def init(key, shape, dtype=jnp.float32, fan_in: int | None = None):
-        fan_in = shape[0] if fan_in is None else fan_in
-        bound = 1.0 / jnp.sqrt(fan_in)
-        return scale * jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
 class TorchDense(nn.Module):
-    """`nn.Dense` with PyTorch's default init for kernel and bias (bias bound from fan-in too)."""
+    """`nn.Dense` with PyTorch's default `nn.Linear` init: kernel and bias ~ U(+-1/sqrt(fan_in)), x `init_scale`.
+
+    (flax's bias initialisers never see the fan-in, hence a module of its own.)
+    """
 
     features: int
     init_scale: float = 1.0
 
     @nn.compact
     def __call__(self, x):
-        fan_in = x.shape[-1]
-        init = torch_uniform_init(self.init_scale)
-        kernel = self.param("kernel", lambda k, s: init(k, s), (fan_in, self.features))
-        bias = self.param("bias", lambda k, s: init(k, s, fan_in=fan_in), (self.features,))
+        bound = 1.0 / jnp.sqrt(x.shape[-1])
+        init = lambda key, shape: self.init_scale * jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+        kernel = self.param("kernel", init, (x.shape[-1], self.features))
+        bias = self.param("bias", init, (self.features,))
         return x @ kernel + bias
 
 

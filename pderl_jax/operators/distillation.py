@@ -21,10 +21,10 @@ from flax import struct
 from jax import lax
 
 from pderl_jax.buffers.genetic_memory import crossover_memory
-from pderl_jax.buffers.ring import RingBuffer
 from pderl_jax.buffers.sampling import sample_distinct
 from pderl_jax.config import EvolutionConfig
 from pderl_jax.networks import ActorApply, QFunction, adam
+from pderl_jax.operators.population import Population
 
 
 @struct.dataclass
@@ -77,13 +77,14 @@ def distillation_loss(child_actions: jax.Array, targets: jax.Array, weights: jax
     return bc + l2
 
 
-def distill_child(key: jax.Array, parent1: dict, parent2: dict, memory1: RingBuffer, memory2: RingBuffer,
-                  apply_actor: ActorApply, q_fn: QFunction, config: EvolutionConfig) -> tuple[dict, RingBuffer, DistillationInfo]:
-    """One distillation crossover. Returns the child's params, its memory and diagnostics."""
+def distill_child(key: jax.Array, parent1: Population, parent2: Population, apply_actor: ActorApply,
+                  q_fn: QFunction, config: EvolutionConfig) -> tuple[Population, DistillationInfo]:
+    """One distillation crossover of two members (`Population.take(slot)`): the child and diagnostics."""
     memory_key, train_key = jax.random.split(key)
-    memory = crossover_memory(memory_key, memory1, memory2, config.shuffle_child_memory)
+    memory = crossover_memory(memory_key, parent1.memories, parent2.memories, config.shuffle_child_memory)
     states = memory.data.state
-    targets = q_filtered_targets(states, parent1, parent2, apply_actor, q_fn, config.distillation_loss)
+    targets = q_filtered_targets(states, parent1.members, parent2.members, apply_actor, q_fn,
+                                 config.distillation_loss)
 
     batch_size = config.distill_batch_size
     capacity = memory.capacity
@@ -112,16 +113,17 @@ def distill_child(key: jax.Array, parent1: dict, parent2: dict, memory1: RingBuf
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, mse
 
-    init = (parent2, optimizer.init(parent2), jnp.float32(jnp.nan))
+    init = (parent2.members, optimizer.init(parent2.members), jnp.float32(jnp.nan))
     child, _, mse = lax.fori_loop(0, num_steps, step, init)
     valid_states = jnp.arange(capacity) < memory.size
     share = jnp.sum(valid_states & targets.from_parent1) / jnp.maximum(memory.size, 1)
-    return child, memory, DistillationInfo(behaviour_mse=mse, num_steps=num_steps, parent1_share=share)
+    info = DistillationInfo(behaviour_mse=mse, num_steps=num_steps, parent1_share=share)
+    return Population(members=child, memories=memory), info
 
 
-def distill_children(key: jax.Array, population: dict, memories: RingBuffer, parent1_slots: jax.Array,
-                     parent2_slots: jax.Array, active: jax.Array, apply_actor: ActorApply, q_fn: QFunction,
-                     config: EvolutionConfig) -> tuple[dict, RingBuffer, DistillationInfo]:
+def distill_children(key: jax.Array, population: Population, parent1_slots: jax.Array, parent2_slots: jax.Array,
+                     active: jax.Array, apply_actor: ActorApply, q_fn: QFunction,
+                     config: EvolutionConfig) -> tuple[Population, DistillationInfo]:
     """One child per (parent1, parent2) slot pair; inactive pairs are skipped and return parent 2.
 
     `config.children_in_parallel` children are vmapped at a time (0 = auto: one at a time on
@@ -130,22 +132,20 @@ def distill_children(key: jax.Array, population: dict, memories: RingBuffer, par
     """
     num_children = parent1_slots.shape[0]
     chex.assert_shape([parent1_slots, parent2_slots, active], (num_children,))
-    chex.assert_equal_shape_prefix(jax.tree.leaves(population) + jax.tree.leaves(memories), 1)
+    chex.assert_tree_shape_prefix(population, (population.size,))
     parallel = resolve_parallelism(config.children_in_parallel, num_children)
 
     def one(inputs):
         child_key, i, j, is_active = inputs
-        take = lambda tree, slot: jax.tree.map(lambda x: x[slot], tree)
-        parent1, parent2 = take(population, i), take(population, j)
-        memory1, memory2 = take(memories, i), take(memories, j)
+        parent1, parent2 = population.take(i), population.take(j)
 
         def run(_):
-            return distill_child(child_key, parent1, parent2, memory1, memory2, apply_actor, q_fn, config)
+            return distill_child(child_key, parent1, parent2, apply_actor, q_fn, config)
 
         def skip(_):
             nothing = DistillationInfo(behaviour_mse=jnp.float32(jnp.nan), num_steps=jnp.int32(0),
                                        parent1_share=jnp.float32(jnp.nan))
-            return parent2, memory2, nothing
+            return parent2, nothing
 
         return lax.cond(is_active, run, skip, None)
 

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from pderl_jax.buffers.ring import RingBuffer, ring_latest
+from pderl_jax.buffers.ring import ring_latest
 from pderl_jax.buffers.sampling import sample_distinct
 from pderl_jax.networks import ActorApply
+from pderl_jax.operators.population import Population
 
 
 RL_NONE, RL_ELITE, RL_SELECTED, RL_DISCARDED = 0, 1, 2, 3
@@ -36,32 +37,26 @@ class SelectionPlan:
 
 @struct.dataclass
 class SelectionStats:
-    """Cumulative counts of what happened to the synced RL actor at the next selection (Table 2)."""
+    """What happened to the synced RL actor at the next selection, counted per outcome (Table 2)."""
 
-    elite: jax.Array
-    selected: jax.Array
-    discarded: jax.Array
-    total: jax.Array
+    counts: jax.Array  # [4] float, indexed by RL_NONE / RL_ELITE / RL_SELECTED / RL_DISCARDED
+
+    @property
+    def total(self) -> jax.Array:
+        return jnp.sum(self.counts[RL_ELITE:])
 
     @classmethod
     def zeros(cls) -> "SelectionStats":
-        zero = lambda: jnp.zeros((), jnp.float32)  # separate buffers: the state may be donated
-        return cls(elite=zero(), selected=zero(), discarded=zero(), total=zero())
+        return cls(counts=jnp.zeros((4,), jnp.float32))
 
     def update(self, rl_outcome: jax.Array) -> "SelectionStats":
-        counted = (rl_outcome != RL_NONE).astype(jnp.float32)
-        return SelectionStats(
-            elite=self.elite + (rl_outcome == RL_ELITE),
-            selected=self.selected + (rl_outcome == RL_SELECTED),
-            discarded=self.discarded + (rl_outcome == RL_DISCARDED),
-            total=self.total + counted,
-        )
+        return SelectionStats(counts=self.counts.at[rl_outcome].add(1.0))
 
     def rates(self) -> dict[str, jax.Array]:
         """Cumulative elite / selected / discarded rates (0 before the first sync)."""
         total = jnp.maximum(self.total, 1.0)
-        return {"elite_rate": self.elite / total, "selected_rate": self.selected / total,
-                "discarded_rate": self.discarded / total}
+        return {"elite_rate": self.counts[RL_ELITE] / total, "selected_rate": self.counts[RL_SELECTED] / total,
+                "discarded_rate": self.counts[RL_DISCARDED] / total}
 
 
 def rank_by_fitness(fitness: jax.Array) -> jax.Array:
@@ -160,9 +155,8 @@ def all_pairs(length: int) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(i, jnp.int32), jnp.asarray(j, jnp.int32)
 
 
-def pair_distances(key: jax.Array, population: dict, memories: RingBuffer, slots: jax.Array,
-                   apply_actor: ActorApply, batch_size: int = 256, window: int = 1000,
-                   metric: str = "paper") -> jax.Array:
+def pair_distances(key: jax.Array, population: Population, slots: jax.Array, apply_actor: ActorApply,
+                   batch_size: int = 256, window: int = 1000, metric: str = "paper") -> jax.Array:
     """Behaviour distance of every candidate pair (all_pairs order) -> [P].
 
     States come from the latest `window` transitions of each memory, min(batch_size, |Rx|, |Ry|)
@@ -171,12 +165,11 @@ def pair_distances(key: jax.Array, population: dict, memories: RingBuffer, slots
     current output, i.e. E_{(s,a)~R_y} ||a - mu_x(s)||^2 + E_{(s,a)~R_x} ||a - mu_y(s)||^2.
     """
     first, second = all_pairs(slots.shape[0])
-    take = lambda tree, s: jax.tree.map(lambda x: x[s], tree)
 
     def distance(pair_key, x, y):
-        px, py = take(population, x), take(population, y)
-        mx, my = take(memories, x), take(memories, y)
-        n = jnp.minimum(batch_size, jnp.minimum(mx.size, my.size))
+        x, y = population.take(x), population.take(y)
+        px, py = x.members, y.members
+        n = jnp.minimum(batch_size, jnp.minimum(x.memories.size, y.memories.size))
         kx, ky = jax.random.split(pair_key)
 
         def batch(k, memory):
@@ -185,8 +178,8 @@ def pair_distances(key: jax.Array, population: dict, memories: RingBuffer, slots
             valid = jnp.arange(batch_size) < n
             return recent.state[rows], recent.action[rows], valid
 
-        sx, ax, vx = batch(kx, mx)
-        sy, ay, vy = batch(ky, my)
+        sx, ax, vx = batch(kx, x.memories)
+        sy, ay, vy = batch(ky, y.memories)
         mean = lambda sq, v: jnp.sum(v * sq) / jnp.maximum(jnp.sum(v), 1)
         sqdist = lambda a, b: jnp.sum((a - b) ** 2, axis=-1)
         if metric == "official":

@@ -23,7 +23,11 @@ from pderl_jax.config import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"
-FORMAT = 1
+FORMAT = 2  # 2: the population (members and memories) as one value inside an optional evolution state
+
+
+class CheckpointFormatError(ConfigError):
+    """A checkpoint written in another layout of the training state; it is intact but cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,11 @@ class Checkpointer:
         """The state saved at `step` as arrays shaped like `like` (e.g. `jax.eval_shape(trainer.init, key)`)."""
         meta = self._manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())).meta
         if meta.get("format") != FORMAT:
-            raise ValueError(f"checkpoint format {meta.get('format')!r}, expected {FORMAT}")
+            raise CheckpointFormatError(
+                f"{self.directory / str(step)} has checkpoint format {meta.get('format')!r}, this version of "
+                f"pderl-jax reads format {FORMAT}: the run was saved by another version, whose layout of the "
+                f"training state differs. Continue or evaluate it with the version that wrote it, or start the "
+                f"run again with --force")
         template = host_template(like if meta["replay"] else like.replace(replay=None))
         tree = self._manager.restore(step, args=self._ocp.args.Composite(
             state=self._ocp.args.StandardRestore(template))).state
@@ -117,6 +125,8 @@ class Checkpointer:
         for step in reversed(self.steps()):
             try:
                 tree, meta = self.restore(step, like)
+            except CheckpointFormatError:
+                raise  # intact, only older: never set aside as damaged
             except Exception as error:  # noqa: BLE001 - any failure to read means this step is unusable
                 self._set_aside(step, f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", report)
                 continue
@@ -145,5 +155,5 @@ def host_template(like):
     return jax.tree.map(zeros, like)
 
 
-__all__ = ["CheckpointOptions", "Checkpointer", "CHECKPOINT_DIR", "DAMAGED_DIR", "to_host", "from_host",
+__all__ = ["CheckpointFormatError", "CheckpointOptions", "Checkpointer", "CHECKPOINT_DIR", "DAMAGED_DIR", "to_host", "from_host",
            "host_template", "state_digest"]

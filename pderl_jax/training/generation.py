@@ -19,27 +19,34 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from pderl_jax.buffers import RingBuffer, memories_add, memories_init, ring_add, ring_init
+from pderl_jax.buffers import RingBuffer, memories_add, ring_add, ring_init
 from pderl_jax.config import Config
 from pderl_jax.envs.rollout import Environment, episode_major, rollout
 from pderl_jax.learner.ddpg import Learner, LearnerState
 from pderl_jax.networks import apply_actor, init_population, make_actor
-from pderl_jax.operators.evolution import evolve, sync_rl_actor
+from pderl_jax.operators.evolution import evolve
+from pderl_jax.operators.population import Population, init_members, sync_rl_actor
 from pderl_jax.operators.selection import SelectionStats, rl_sync_slot
 
 TEST_EPISODES = 5  # official champion and RL test episodes per generation
 
 
 @struct.dataclass
-class TrainState:
-    population: dict | None  # stacked actor params [k, ...]; None in the learner-only modes
-    champion: dict | None  # the best member of the latest evaluation (what `champion_test` ran)
-    memories: RingBuffer | None  # genetic memories [k, kappa, ...]
-    rl_memory: RingBuffer | None  # the RL actor's genetic memory [kappa, ...]
-    replay: RingBuffer  # shared replay buffer
-    learner: LearnerState
+class EvolutionState:
+    """The evolutionary part of a run: the population and what the RL actor brings to it."""
+
+    population: Population  # members and genetic memories [k, ...]
+    champion: dict  # the best member of the latest evaluation (what `champion_test` ran)
+    rl_memory: RingBuffer  # the RL actor's genetic memory [kappa, ...]
     selection: SelectionStats
     rl_slot: jax.Array  # slot the RL actor was synced into last generation, -1 if none
+
+
+@struct.dataclass
+class TrainState:
+    evolution: EvolutionState | None  # None in the learner-only modes (ddpg, td3)
+    replay: RingBuffer  # shared replay buffer
+    learner: LearnerState
     generation: jax.Array  # generations completed
     frames: jax.Array  # stored environment steps so far (test episodes are free)
     key: jax.Array
@@ -61,7 +68,11 @@ class GenerationMetrics:
 
 
 class Trainer:
-    """Builds the initial state and the jit-able generation step for one config and environment."""
+    """Builds the initial state and the jit-able generation step for one config and environment.
+
+    `self.config` fixes the structure; the steps read every setting from the config they are
+    given, which `generation` takes once (possibly traced, to sweep float settings).
+    """
 
     def __init__(self, config: Config, env: Environment):
         self.config = config
@@ -73,40 +84,37 @@ class Trainer:
         return apply_actor(self.actor, params, states)
 
     def init(self, key: jax.Array) -> TrainState:
-        evo, env = self.config.evolution, self.env
+        config, env = self.config, self.env
         key, pop_key, learner_key = jax.random.split(key, 3)
-        evolutionary = self.config.has_population
-        population = init_population(pop_key, self.actor, env.obs_dim, evo.pop_size) if evolutionary else None
         return TrainState(
-            population=population,
-            champion=jax.tree.map(lambda x: x[0], population) if evolutionary else None,
-            memories=(memories_init(evo.pop_size, evo.genetic_memory_capacity, env.obs_dim, env.action_dim)
-                      if evolutionary else None),
-            rl_memory=ring_init(evo.genetic_memory_capacity, env.obs_dim, env.action_dim) if evolutionary else None,
-            replay=ring_init(self.config.learner.replay_capacity, env.obs_dim, env.action_dim),
+            evolution=self.init_evolution(pop_key) if config.has_population else None,
+            replay=ring_init(config.learner.replay_capacity, env.obs_dim, env.action_dim),
             learner=self.learner.init(learner_key),
-            selection=SelectionStats.zeros(),
-            rl_slot=jnp.int32(-1),
             generation=jnp.int32(0),
             frames=jnp.int32(0),
             key=key,
         )
 
-    def num_updates(self, frames: jax.Array):
-        """Learner updates this generation: a fixed count (static: one scan) or per stored frame."""
-        learner = self.config.learner
-        if learner.updates_per_generation:
-            return learner.updates_per_generation
-        return (frames * learner.updates_per_frame).astype(jnp.int32)
+    def init_evolution(self, key: jax.Array) -> EvolutionState:
+        evo, env = self.config.evolution, self.env
+        members = init_population(key, self.actor, env.obs_dim, evo.pop_size)
+        capacity = evo.genetic_memory_capacity
+        return EvolutionState(
+            population=init_members(members, capacity, env.obs_dim, env.action_dim),
+            champion=jax.tree.map(lambda x: x[0], members),
+            rl_memory=ring_init(capacity, env.obs_dim, env.action_dim),
+            selection=SelectionStats.zeros(),
+            rl_slot=jnp.int32(-1),
+        )
 
     # ------------------------------------------------------------------ steps of a generation
-    def evaluate_population(self, key, population):
+    def evaluate_population(self, key, members: dict, num_evals: int):
         """xi deterministic episodes per member: fitness, and the transitions in storage order."""
-        k, trials = self.config.evolution.pop_size, self.config.evolution.num_evals
-        params = jax.tree.map(lambda x: jnp.repeat(x, trials, axis=0), population)
+        k = jax.tree.leaves(members)[0].shape[0]
+        params = jax.tree.map(lambda x: jnp.repeat(x, num_evals, axis=0), members)
         policy = lambda p, obs, _: (jax.vmap(self.apply_actor)(p, obs), p)
-        episodes, _ = rollout(self.env, key, k * trials, policy, params)
-        fitness = episodes.episode_return.reshape(k, trials).mean(axis=1)
+        episodes, _ = rollout(self.env, key, k * num_evals, policy, params)
+        fitness = episodes.episode_return.reshape(k, num_evals).mean(axis=1)
         items, valid = episode_major(episodes, k)
         return fitness, items, valid, episodes.frames
 
@@ -119,83 +127,82 @@ class Trainer:
         policy = lambda p, obs, _: (self.apply_actor(p, obs), p)
         return rollout(self.env, key, episodes, policy, params)[0].episode_return
 
-    def explore(self, key, learner_state: LearnerState, hparams: Config | None = None):
+    def explore(self, key, learner_state: LearnerState, config: Config):
         """One episode of the RL actor with exploration noise (noise state carried, never reset)."""
-        learner_config = (hparams or self.config).learner
-
         def policy(noise_state, obs, step_key):
             acting = learner_state.replace(noise=noise_state)
-            action, acting = self.learner.explore(acting, obs[0], step_key, learner_config)
+            action, acting = self.learner.explore(acting, obs[0], step_key, config.learner)
             return action[None], acting.noise
 
         episodes, noise = rollout(self.env, key, 1, policy, learner_state.noise)
         items, valid = episode_major(episodes, 1)
         return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state.replace(noise=noise)
 
-    def generation(self, state: TrainState, hparams: Config | None = None) -> tuple[TrainState, GenerationMetrics]:
+    def train_learner(self, key, learner_state: LearnerState, replay: RingBuffer, frames, config: Config):
+        """The learner's updates: a fixed count per generation (static) or one per stored frame."""
+        learner = config.learner
+        updates = learner.updates_per_generation or (frames * learner.updates_per_frame).astype(jnp.int32)
+        return self.learner.train(learner_state, replay, key, updates, learner)
+
+    def generation(self, state: TrainState, config: Config | None = None) -> tuple[TrainState, GenerationMetrics]:
         """One generation (see the module docstring); pure and jit-able.
 
-        `hparams` replaces the float settings (learning rates, tau, gamma, sigmas, ...) of the
-        trainer's config, possibly traced: vmapping over it sweeps hyperparameters in one program.
-        Its structural settings must equal the trainer's.
+        `config` replaces the trainer's float settings (learning rates, tau, gamma, sigmas, ...),
+        possibly traced: vmapping over it sweeps hyperparameters in one program. Its structural
+        settings must equal the trainer's.
         """
-        if not self.config.has_population:
-            return self.learner_generation(state, hparams)
-        config = self.config if hparams is None else hparams
+        config = self.config if config is None else config
+        if state.evolution is None:
+            return self.learner_generation(state, config)
         evo = config.evolution
         key, eval_key, champion_key, evolve_key, explore_key, train_key, test_key = jax.random.split(state.key, 7)
-        chex.assert_tree_shape_prefix(state.population, (evo.pop_size,))
+        population = state.evolution.population
+        chex.assert_tree_shape_prefix(population, (evo.pop_size,))
 
-        fitness, items, valid, population_frames = self.evaluate_population(eval_key, state.population)
-        memories = memories_add(state.memories, items, valid)
+        fitness, items, valid, population_frames = self.evaluate_population(eval_key, population.members,
+                                                                             evo.num_evals)
+        population = population.replace(memories=memories_add(population.memories, items, valid))
         replay = ring_add(state.replay, _flatten(items), valid.reshape(-1))
 
-        champion = jax.tree.map(lambda x: x[jnp.argmax(fitness)], state.population)
+        champion = jax.tree.map(lambda x: x[jnp.argmax(fitness)], population.members)
         champion_test = self.test_actor(champion_key, champion)
 
         q_fn = lambda s, a: self.learner.q1(state.learner.critic, s, a)
-        population, memories, info = evolve(evolve_key, state.population, memories, fitness, self.apply_actor,
-                                            q_fn, evo, config.crossover, config.mutation, state.rl_slot)
-        selection = state.selection.update(info.plan.rl_outcome)
+        population, info = evolve(evolve_key, population, fitness, self.apply_actor, q_fn, config,
+                                  state.evolution.rl_slot)
+        selection = state.evolution.selection.update(info.plan.rl_outcome)
 
         rl_items, rl_valid, rl_frames, learner_state = self.explore(explore_key, state.learner, config)
         replay = ring_add(replay, rl_items, rl_valid)
-        rl_memory = ring_add(state.rl_memory, rl_items, rl_valid)
+        rl_memory = ring_add(state.evolution.rl_memory, rl_items, rl_valid)
 
         generation_frames = population_frames + rl_frames
-        num_updates = self.num_updates(generation_frames)
-        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates, config.learner)
+        learner_state, losses = self.train_learner(train_key, learner_state, replay, generation_frames, config)
         rl_test = self.test_actor(test_key, learner_state.actor)
 
         generation = state.generation + 1
         sync = generation % evo.sync_period == 0
         slot = rl_sync_slot(fitness, info.plan.elite_slots, evo.protect_all_elites)
-        synced_population, synced_memories = sync_rl_actor(population, memories, learner_state.actor, rl_memory, slot)
-        population = _select(sync, synced_population, population)
-        memories = _select(sync, synced_memories, memories)
+        synced = sync_rl_actor(population, learner_state.actor, rl_memory, slot)
+        population = jax.tree.map(lambda a, b: jnp.where(sync, a, b), synced, population)
 
-        new_state = TrainState(
-            population=population, champion=champion, memories=memories, rl_memory=rl_memory, replay=replay,
-            learner=learner_state, selection=selection, rl_slot=jnp.where(sync, slot, -1).astype(jnp.int32),
-            generation=generation, frames=state.frames + generation_frames, key=key,
-        )
-        rates = selection.rates()
+        evolution = EvolutionState(population=population, champion=champion, rl_memory=rl_memory,
+                                   selection=selection, rl_slot=jnp.where(sync, slot, -1).astype(jnp.int32))
+        new_state = TrainState(evolution=evolution, replay=replay, learner=learner_state, generation=generation,
+                               frames=state.frames + generation_frames, key=key)
         metrics = GenerationMetrics(
             frames=new_state.frames, generation_frames=generation_frames, fitness=fitness,
             champion_test=champion_test, rl_test=rl_test, critic_loss=losses.critic_loss,
-            actor_loss=losses.actor_loss, synced=sync, **rates,
+            actor_loss=losses.actor_loss, synced=sync, **selection.rates(),
         )
         return new_state, metrics
 
-
-    def learner_generation(self, state: TrainState, hparams: Config | None = None):
+    def learner_generation(self, state: TrainState, config: Config):
         """DDPG or TD3 alone: one exploration episode, one update per stored frame, a test."""
-        config = self.config if hparams is None else hparams
         key, explore_key, train_key, test_key = jax.random.split(state.key, 4)
         items, valid, frames, learner_state = self.explore(explore_key, state.learner, config)
         replay = ring_add(state.replay, items, valid)
-        num_updates = self.num_updates(frames)
-        learner_state, losses = self.learner.train(learner_state, replay, train_key, num_updates, config.learner)
+        learner_state, losses = self.train_learner(train_key, learner_state, replay, frames, config)
         rl_test = self.test_actor(test_key, learner_state.actor)
         new_state = state.replace(replay=replay, learner=learner_state, generation=state.generation + 1,
                                   frames=state.frames + frames, key=key)
@@ -210,7 +217,3 @@ class Trainer:
 
 def _flatten(items):
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items)
-
-
-def _select(condition, if_true, if_false):
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)

@@ -84,8 +84,8 @@ def _finite_parameters(state: TrainState) -> dict:
     learner = state.learner
     parts = {"RL actor parameters": learner.actor, "critic parameters": learner.critic,
              "target network parameters": (learner.actor_target, learner.critic_target)}
-    if state.population is not None:
-        parts["population parameters"] = state.population
+    if state.evolution is not None:
+        parts["population parameters"] = state.evolution.population.members
     return {name: finite(tree) for name, tree in parts.items()}
 
 
@@ -249,7 +249,7 @@ def _analyze_during_run(trainer, state, out_dir: Path, generation: int, draws: i
     from pderl_jax.analysis import analyze, format_summary
 
     key = jax.random.fold_in(jax.random.key(trainer.config.seed + 1_000_003), generation)
-    summary = analyze(trainer, key, state.population, state.memories, state.learner.critic,
+    summary = analyze(trainer, key, state.evolution.population, state.learner.critic,
                       out_dir / "analysis" / f"gen_{generation:05d}", draws=draws,
                       metrics_csv=out_dir / METRICS_FILE)
     bar.write(f"generation {generation}: " + format_summary(summary))

@@ -67,12 +67,10 @@ def read_metric_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with open(path, newline="") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
+            header = next(reader, None) or []
             lines = [row for row in reader if row]
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the metrics ({e.strerror})") from None
-    if header is None:
-        lines, header = [], []
     columns = list(dict.fromkeys([*header, *CSV_COLUMNS]))
     data = np.full((len(lines), len(columns)), np.nan)
     for i, row in enumerate(lines):

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Callable
 import jax
 import jax.numpy as jnp
 
-from pderl_jax.config import Config, ConfigError, to_dict
-from pderl_jax.envs.rollout import Environment
+from pderl_jax.config import Config, ConfigError, from_dict, to_dict, validate
+from pderl_jax.envs import Environment, make_environment
 from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
 from pderl_jax.training.generation import Trainer, TrainState
 from pderl_jax.training.metrics import METRICS_FILE
@@ -29,8 +29,6 @@ def environment_record(env: Environment) -> dict:
 
 def environment_from_record(record: dict, task: str) -> Environment:
     """The environment a `config.json` environment record describes (inverse of `environment_record`)."""
-    from pderl_jax.envs import make_environment
-
     if record["backend"] == "gymnasium":
         return make_environment(task, "gymnasium", episode_length=record["episode_length"])
     return make_environment(task, "brax", physics=record["backend"], episode_length=record["episode_length"])
@@ -78,8 +76,6 @@ def run_record(config: Config, env: Environment, options: RunOptions | None = No
 
 def read_run_config(run_dir: Path) -> tuple[Config, dict, dict]:
     """(config, environment record, run options record) of a folder written by `train`."""
-    from pderl_jax.config import from_dict, validate
-
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise ConfigError(f"{path} not found: pass a folder written by pderl-jax train")

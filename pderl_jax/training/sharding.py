@@ -34,11 +34,11 @@ def shard_leading_axis(tree, size: int, axis_name: str = "batch"):
 def shard_population(state, pop_size: int):
     """A TrainState with the population and its memories sharded over the devices, the rest replicated."""
     sharding = leading_axis_sharding(pop_size, "members")
-    if sharding is None or state.population is None:
+    if sharding is None or state.evolution is None:
         return state, f"on 1 {jax.devices()[0].platform} device" if len(jax.devices()) == 1 else \
             f"replicated ({pop_size} members do not divide over {len(jax.devices())} devices)"
     replicated = NamedSharding(sharding.mesh, PartitionSpec())
     state = jax.device_put(state, replicated)
-    state = state.replace(population=jax.device_put(state.population, sharding),
-                          memories=jax.device_put(state.memories, sharding))
+    population = jax.device_put(state.evolution.population, sharding)
+    state = state.replace(evolution=state.evolution.replace(population=population))
     return state, f"population sharded over {len(jax.devices())} {jax.devices()[0].platform} devices"
