@@ -24,6 +24,7 @@ from pderl_jax.config import ConfigError
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"
 FORMAT = 2  # 2: the population (members and memories) as one value inside an optional evolution state
+WRITTEN_BY = {1: "pderl-jax 0.1", 2: "pderl-jax 0.2"}  # format -> the versions that write it
 
 
 class CheckpointFormatError(ConfigError):
@@ -104,10 +105,10 @@ class Checkpointer:
         meta = self._manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())).meta
         if meta.get("format") != FORMAT:
             raise CheckpointFormatError(
-                f"{self.directory / str(step)} has checkpoint format {meta.get('format')!r}, this version of "
-                f"pderl-jax reads format {FORMAT}: the run was saved by another version, whose layout of the "
-                f"training state differs. Continue or evaluate it with the version that wrote it, or start the "
-                f"run again with --force")
+                f"{self.directory / str(step)} has checkpoint format {meta.get('format')!r} "
+                f"({WRITTEN_BY.get(meta.get('format'), 'another version')}), this version of pderl-jax reads "
+                f"format {FORMAT}: the layout of the training state differs. Continue or evaluate the run with the "
+                f"version that wrote it, or start it again with --force")
         template = host_template(like if meta["replay"] else like.replace(replay=None))
         tree = self._manager.restore(step, args=self._ocp.args.Composite(
             state=self._ocp.args.StandardRestore(template))).state
