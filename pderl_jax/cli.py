@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pderl_jax.config import MODES, TASKS, ConfigError, TrainingDiverged, default_learner, load_config, with_overrides
+from pderl_jax.envs import BACKEND_NAMES
 from pderl_jax.envs.brax_env import BACKENDS
 
 
@@ -36,18 +37,18 @@ def enable_compilation_cache() -> None:
 
 def run_sweep(args, overrides: dict) -> int:
     """`pderl-jax sweep`: seeds x grid values in one compiled program."""
-    from pderl_jax.envs import make_environment
+    from pderl_jax.envs import make_environment, resolve_task
     from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, train_sweep
 
     overrides = {"mode": args.mode, "learner.algorithm": args.learner or default_learner(args.mode), **overrides}
     if args.frames is not None:
         overrides["frames"] = args.frames
-    base = load_config(args.env, overrides)
+    base = load_config(resolve_task(args.env), overrides)
     seeds, grid = parse_seeds(args.seeds), parse_grid(args.grid)
     if args.generations_per_call < 1:
         raise ConfigError("--generations-per-call must be at least 1")
     runs = expand_runs(base, seeds, grid)
-    env = make_environment(args.env, "brax", physics=args.physics, episode_length=args.episode_length)
+    env = make_environment(args.env, args.backend or "brax", physics=args.physics, episode_length=args.episode_length)
     out = args.out or Path("results") / f"sweep-{args.env}-{args.mode}"
     print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs "
           f"({len(seeds)} seeds x {len(runs) // len(seeds)} settings), {base.frames} frames each -> {out}")
@@ -247,7 +248,7 @@ def run_memory(args, overrides: dict) -> int:
 def add_environment_flags(command, backend_help: str | None, physics_help: str, length_help: str) -> None:
     """--backend (omitted where `backend_help` is None), --physics and --episode-length."""
     if backend_help is not None:
-        command.add_argument("--backend", default=None, choices=["brax", "gymnasium"], help=backend_help)
+        command.add_argument("--backend", default=None, choices=[*BACKEND_NAMES, "gymnasium"], help=backend_help)
     command.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help=physics_help)
     command.add_argument("--episode-length", type=int, default=1000, help=length_help)
 
@@ -280,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_algorithm_flags(train, None, "algorithm (default pderl); ddpg and td3 train the learner alone, without a "
                         "population", "off-policy learner beside the population (default ddpg, as the official "
                         "code; in the ddpg/td3 modes, the mode's own)")
-    add_environment_flags(train, "brax (JAX physics, default for task names) or gymnasium (native MuJoCo v5 tasks "
-                          "stepped on the host, default for Gymnasium ids)",
+    add_environment_flags(train, "mjx (the Gymnasium v5 task on MuJoCo MJX, pure JAX), native (the same task in "
+                          "native MuJoCo, stepped on the host; default for Gymnasium ids; also called gymnasium) "
+                          "or brax (brax's own task, default for task names)",
                           "brax physics pipeline (default auto: spring, the fastest on CPU, where the task "
                           "supports it, else generalized; mjx is closest to MuJoCo)",
                           "time limit per episode (default 1000)")
@@ -310,10 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "extra episodes are not counted as frames (default 0: never)")
     add_set_flag(train, "override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
 
-    sweep = sub.add_parser("sweep", help="several seeds and float hyperparameters as one vmapped program (brax)")
-    sweep.add_argument("--env", default="halfcheetah", choices=TASKS, help="brax task (default halfcheetah)")
+    sweep = sub.add_parser("sweep", help="several seeds and float hyperparameters as one vmapped program")
+    sweep.add_argument("--env", default="halfcheetah",
+                       help=f"task: {', '.join(TASKS)} or a Gymnasium id (default halfcheetah)")
     add_algorithm_flags(sweep, "pderl", "algorithm (default pderl)", "off-policy learner (default ddpg)")
-    add_environment_flags(sweep, None, "brax physics (default auto)", "time limit per episode (default 1000)")
+    add_environment_flags(sweep, "brax (default) or mjx: a JAX backend, vmapped with the runs",
+                          "brax physics (default auto)", "time limit per episode (default 1000)")
     sweep.add_argument("--seeds", default="0..3", help="seeds: a range 0..7 or a list 0,3,9 (default 0..3)")
     sweep.add_argument("--grid", nargs="*", default=[], metavar="SECTION.FIELD=V1,V2",
                        help="float settings to vary, e.g. learner.actor_lr=1e-4,5e-5 evolution.mutation_sigma=0.05,0.1; "

@@ -75,7 +75,8 @@ def test_task_names_and_errors():
         resolve_task("Humanoid-v5")
     with pytest.raises(ConfigError, match="applies to the brax backend only"):
         make_environment("hopper", "gymnasium", physics="spring")
-    with pytest.raises(ConfigError, match="choose brax or gymnasium"):
+    with pytest.raises(ConfigError, match="choose one of mjx, native, brax"):
         make_environment("hopper", "bullet")
+    assert make_environment("hopper", "native").backend == "gymnasium"  # "native" names the same backend
     env = make_environment("Ant-v5", "gymnasium")
     assert (env.task, env.action_dim) == ("ant", 8) and env.obs_dim == gym.make("Ant-v5").observation_space.shape[0]

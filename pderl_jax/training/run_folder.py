@@ -29,8 +29,8 @@ def environment_record(env: Environment) -> dict:
 
 def environment_from_record(record: dict, task: str) -> Environment:
     """The environment a `config.json` environment record describes (inverse of `environment_record`)."""
-    if record["backend"] == "gymnasium":
-        return make_environment(task, "gymnasium", episode_length=record["episode_length"])
+    if record["backend"] in ("gymnasium", "mjx"):
+        return make_environment(task, record["backend"], episode_length=record["episode_length"])
     return make_environment(task, "brax", physics=record["backend"], episode_length=record["episode_length"])
 
 

@@ -117,8 +117,8 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
     earlier sweep is refused unless `force`.
     """
     if getattr(env, "batched", False):
-        raise ConfigError("sweeps vmap the environment, so they need the brax backend (the native MuJoCo "
-                          "backend steps on the host); run native seeds as separate pderl-jax train runs")
+        raise ConfigError("sweeps vmap the environment, so they need a JAX backend (--backend mjx or brax; the "
+                          "native MuJoCo backend steps on the host); run native seeds as separate pderl-jax train runs")
     out_dir = Path(out_dir)
     previous = sorted(p.name for p in out_dir.glob("run_[0-9][0-9][0-9]")) if out_dir.is_dir() else []
     if (previous or (out_dir / "runs.csv").exists()) and not force:
