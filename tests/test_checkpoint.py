@@ -140,7 +140,8 @@ def test_a_checkpoint_of_another_format_is_refused_with_the_fix_and_kept(tmp_pat
     meta = tmp_path / "checkpoints" / "2" / "meta" / "metadata"
     meta.write_text(meta.read_text().replace(f'"format": {FORMAT}', '"format": 1'))
     assert FORMAT != 1 and '"format": 1' in meta.read_text()
-    with pytest.raises(CheckpointFormatError, match=r"format 1 \(pderl-jax 0.1\), this version of pderl-jax reads format 2.*--force"):
+    expected = r"format 1 \(pderl-jax 0.1\), this version of pderl-jax reads format 2.*--force"
+    with pytest.raises(CheckpointFormatError, match=expected):
         Checkpointer(tmp_path).restore_latest(like, report=pytest.fail)
     assert Checkpointer(tmp_path).steps() == [1, 2] and not (tmp_path / "checkpoints_damaged").exists()
     assert issubclass(CheckpointFormatError, ConfigError)  # the CLI prints it as one line

@@ -42,8 +42,9 @@ def test_generations_count_frames_keep_elites_and_sync_the_rl_actor(mode):
         total += frames
         # every stored frame reached the replay buffer; the RL actor's own memory got its episode
         assert int(state.frames) == total == int(metrics.frames) == int(state.replay.size), msg
-        assert 1 <= int(state.evolution.rl_memory.size) - int(before.evolution.rl_memory.size) <= 10, msg
-        assert 2 * 4 * 2 <= frames - (int(state.evolution.rl_memory.size) - int(before.evolution.rl_memory.size)) <= 2 * 4 * 10, msg
+        rl_frames = int(state.evolution.rl_memory.size) - int(before.evolution.rl_memory.size)
+        assert 1 <= rl_frames <= 10, msg
+        assert 2 * 4 * 2 <= frames - rl_frames <= 2 * 4 * 10, msg
         # the champion of this generation survives unchanged in some slot (its elite clone)
         champion = before.evolution.population.take(int(jnp.argmax(metrics.fitness))).members
         survivors = [state.evolution.population.take(i).members for i in range(4)]

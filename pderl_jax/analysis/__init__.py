@@ -16,9 +16,7 @@ DEFAULT_SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 def analyze(trainer, key: jax.Array, population, critic: dict, out_dir: Path, draws: int = 10,
             episodes: int = 3, sigmas=DEFAULT_SIGMAS, metrics_csv: Path | None = None) -> dict:
-    """Run the operator study on a `Population`, write `analysis.json` and the PNGs into `out_dir`.
-
-    Returns the summary."""
+    """The operator study of a `Population`: `analysis.json` and the PNGs in `out_dir`; returns the summary."""
     if draws < 1 or episodes < 1:
         raise ValueError("draws and episodes must be at least 1")
     if trainer.config.evolution.pop_size < 2:

@@ -33,5 +33,5 @@ def make_environment(name: str, backend: str | None = None, physics: str = "auto
     return GymnasiumEnvironment(task, episode_length=episode_length)
 
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "BraxEnvironment", "Environment", "GYMNASIUM_IDS", "GymnasiumEnvironment", "Rollout",
-           "episode_major", "make_environment", "resolve_task", "rollout"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "BraxEnvironment", "Environment", "GYMNASIUM_IDS", "GymnasiumEnvironment",
+           "Rollout", "episode_major", "make_environment", "resolve_task", "rollout"]

@@ -127,7 +127,7 @@ class Checkpointer:
             try:
                 tree, meta = self.restore(step, like)
             except CheckpointFormatError:
-                raise  # intact, only older: never set aside as damaged
+                raise  # intact, only another layout: never set aside as damaged
             except Exception as error:  # noqa: BLE001 - any failure to read means this step is unusable
                 self._set_aside(step, f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", report)
                 continue
@@ -156,5 +156,5 @@ def host_template(like):
     return jax.tree.map(zeros, like)
 
 
-__all__ = ["CheckpointFormatError", "CheckpointOptions", "Checkpointer", "CHECKPOINT_DIR", "DAMAGED_DIR", "to_host", "from_host",
-           "host_template", "state_digest"]
+__all__ = ["CheckpointFormatError", "CheckpointOptions", "Checkpointer", "CHECKPOINT_DIR", "DAMAGED_DIR", "to_host",
+           "from_host", "host_template", "state_digest"]
