@@ -64,7 +64,7 @@ def collect(folders: list[Path]) -> str:
             shutil.copy(run / "metrics.csv", target / method / run.name / "metrics.csv")
     env = summary["environment"]
     return "\n".join([
-        f"### {summary['task']}: brax {env['backend']} physics, {summary['frames']:,} frames, "
+        f"### {summary['task']}: brax {env.get('physics', env['backend'])} physics, {summary['frames']:,} frames, "
         f"seeds {summary['seeds']}",
         "",
         f"Wall-clock on {summary['device']}.",

@@ -35,9 +35,18 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def environment_for(args, name: str | None = None, vmapped: bool = False):
+    """(environment, "backend X: why") of the --env, --backend, --physics and --episode-length flags."""
+    from pderl_jax.envs import choose_backend, make_environment
+
+    backend, why = choose_backend(args.backend, args.physics, vmapped)
+    env = make_environment(name or args.env, backend, physics=args.physics, episode_length=args.episode_length)
+    return env, f"backend {backend}: {why}"
+
+
 def run_sweep(args, overrides: dict) -> int:
     """`pderl-jax sweep`: seeds x grid values in one compiled program."""
-    from pderl_jax.envs import make_environment, resolve_task
+    from pderl_jax.envs import resolve_task
     from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, train_sweep
 
     overrides = {"mode": args.mode, "learner.algorithm": args.learner or default_learner(args.mode), **overrides}
@@ -48,10 +57,11 @@ def run_sweep(args, overrides: dict) -> int:
     if args.generations_per_call < 1:
         raise ConfigError("--generations-per-call must be at least 1")
     runs = expand_runs(base, seeds, grid)
-    env = make_environment(args.env, args.backend or "brax", physics=args.physics, episode_length=args.episode_length)
+    env, backend = environment_for(args, vmapped=True)
     out = args.out or Path("results") / f"sweep-{args.env}-{args.mode}"
     print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs "
-          f"({len(seeds)} seeds x {len(runs) // len(seeds)} settings), {base.frames} frames each -> {out}")
+          f"({len(seeds)} seeds x {len(runs) // len(seeds)} settings), {base.frames} frames each -> {out}\n"
+          f"  {backend}")
     train_sweep(base, runs, env, out, args.generations_per_call, progress=not args.no_progress, force=args.force)
     return 0
 
@@ -90,14 +100,14 @@ def policies_to_run(args, overrides: dict) -> tuple[object, dict[str, dict], str
     import jax
 
     if args.official is not None:
-        from pderl_jax.envs import make_environment, resolve_task
+        from pderl_jax.envs import resolve_task
         from pderl_jax.interop.torch_checkpoint import load_official_actor
         from pderl_jax.training import Trainer
 
         if args.run is not None:
             raise ConfigError("give either a run folder or --official FILE, not both")
         config = load_config(resolve_task(args.env), overrides)
-        env = make_environment(args.env, args.backend, physics=args.physics, episode_length=args.episode_length)
+        env, _ = environment_for(args)
         trainer = Trainer(config, env)
         like = jax.eval_shape(trainer.actor.init, jax.random.key(0), jax.numpy.zeros((env.obs_dim,)))["params"]
         params = load_official_actor(args.official, like)
@@ -138,14 +148,14 @@ def run_evaluate(args, overrides: dict) -> int:
 
 
 def run_render(args, overrides: dict) -> int:
-    """`pderl-jax render`: one episode of the champion (or RL actor) as brax HTML or a GIF/MP4 of MuJoCo frames."""
+    """`pderl-jax render`: one episode of the champion (or RL actor) as a GIF/MP4 of MuJoCo frames (or brax HTML)."""
     from pderl_jax.envs.render import render_episode
 
     trainer, actors, description = policies_to_run(args, overrides)
     name = {"champion": "champion", "rl": "RL actor"}[args.actor]
     if name not in actors:
         name = next(iter(actors))
-    out = args.out or (args.run or Path(".")) / f"episode.{'gif' if getattr(trainer.env, 'batched', False) else 'html'}"
+    out = args.out or (args.run or Path(".")) / f"episode.{'html' if trainer.env.backend == 'brax' else 'gif'}"
     info = render_episode(trainer.env, trainer.apply_actor, actors[name], out, seed=args.seed,
                           max_steps=args.max_steps)
     print(f"pderl-jax render: {name} of {description}: {info['frames']} steps, return {info['return']:.1f} -> "
@@ -166,7 +176,7 @@ def run_plot(args) -> int:
 def run_compare(args, overrides: dict) -> int:
     """`pderl-jax compare`: methods x seeds on one task; Table 1 and Figure 4 of the paper."""
     from pderl_jax.experiments.compare import compare, merge, parse_methods, parse_seed_count
-    from pderl_jax.envs import make_environment, resolve_task
+    from pderl_jax.envs import resolve_task
 
     if args.merge:
         out = args.out or Path("results") / "compare-merged"
@@ -175,9 +185,10 @@ def run_compare(args, overrides: dict) -> int:
         methods, seeds = parse_methods(args.methods), parse_seed_count(args.seeds)
         task = resolve_task(args.env)
         frames = args.frames if args.frames is not None else load_config(task).frames
-        env = make_environment(args.env, args.backend, physics=args.physics, episode_length=args.episode_length)
+        env, backend = environment_for(args, vmapped=True)
         out = args.out or Path("results") / f"compare-{args.env}"
-        print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}")
+        print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}"
+              f"\n  {backend}")
         compare(task, env, methods, seeds, frames, out, overrides, force=args.force, progress=not args.no_progress)
     print(f"table: {out}/table.md, figure: {out}/figure4.png")
     return 0
@@ -185,7 +196,7 @@ def run_compare(args, overrides: dict) -> int:
 
 def run_train(args, overrides: dict) -> int:
     """`pderl-jax train`: a new run, or `--resume DIR` of an interrupted one."""
-    from pderl_jax.envs import make_environment, resolve_task
+    from pderl_jax.envs import resolve_task
     from pderl_jax.training.checkpoint import CheckpointOptions
     from pderl_jax.training.loop import RunOptions, train
     from pderl_jax.training.run_folder import environment_from_record, read_run_config
@@ -202,6 +213,7 @@ def run_train(args, overrides: dict) -> int:
         config, environment, recorded = read_run_config(args.resume)
         config = with_overrides(config, overrides)
         env = environment_from_record(environment, config.task)
+        backend = f"backend {env.backend}: as recorded in {args.resume / 'config.json'}"
         out = args.resume
     else:
         name = args.env or "halfcheetah"
@@ -227,10 +239,10 @@ def run_train(args, overrides: dict) -> int:
         progress=not args.no_progress, analyze_every=args.analyze_every, tensorboard=args.tensorboard)
     options.validate()  # before the environment is built and anything compiles
     if env is None:
-        env = make_environment(name, args.backend, physics=args.physics, episode_length=args.episode_length)
+        env, backend = environment_for(args, name)
     verb = "resuming" if args.resume is not None else "train:"
     print(f"pderl-jax {verb} {config.mode} with {config.learner.algorithm} on {env.description}, "
-          f"{config.frames} frames, seed {config.seed} -> {out}")
+          f"{config.frames} frames, seed {config.seed} -> {out}\n  {backend}")
     summary = train(config, env, out, options, resume=args.resume is not None, force=args.force)
     return 130 if summary["interrupted"] else 0
 
@@ -274,18 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pderl-jax", description="PDERL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train on a brax or native MuJoCo task until the frame budget is used")
+    train = sub.add_parser("train", help="train on a Gymnasium v5 MuJoCo task until the frame budget is used")
     train.add_argument("--env", default=None, metavar="TASK",
-                       help=f"task: {', '.join(TASKS)} or a Gymnasium id such as HalfCheetah-v5 "
-                            "(its Table 4 config is loaded; default halfcheetah)")
+                       help=f"task: {', '.join(TASKS)}, or its Gymnasium id such as HalfCheetah-v5 (the same "
+                            "task; its Table 4 config is loaded; default halfcheetah)")
     add_algorithm_flags(train, None, "algorithm (default pderl); ddpg and td3 train the learner alone, without a "
                         "population", "off-policy learner beside the population (default ddpg, as the official "
                         "code; in the ddpg/td3 modes, the mode's own)")
     add_environment_flags(train, "mjx (the Gymnasium v5 task on MuJoCo MJX, pure JAX), native (the same task in "
-                          "native MuJoCo, stepped on the host; default for Gymnasium ids; also called gymnasium) "
-                          "or brax (brax's own task, default for task names)",
-                          "brax physics pipeline (default auto: spring, the fastest on CPU, where the task "
-                          "supports it, else generalized; mjx is closest to MuJoCo)",
+                          "native MuJoCo, stepped on the host; also called gymnasium) or brax (brax's own version "
+                          "of the task). Default: MJX on a GPU or TPU, native on CPU (the faster there); the run "
+                          "prints its choice",
+                          "brax physics pipeline; implies --backend brax (default auto: spring, the fastest "
+                          "on CPU, where the task supports it, else generalized)",
                           "time limit per episode (default 1000)")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     train.add_argument("--frames", type=int, default=None, help="stored-frame budget (default: the task's, e.g. 6M)")
@@ -316,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--env", default="halfcheetah",
                        help=f"task: {', '.join(TASKS)} or a Gymnasium id (default halfcheetah)")
     add_algorithm_flags(sweep, "pderl", "algorithm (default pderl)", "off-policy learner (default ddpg)")
-    add_environment_flags(sweep, "brax (default) or mjx: a JAX backend, vmapped with the runs",
+    add_environment_flags(sweep, "mjx (default) or brax: a JAX backend, vmapped with the runs",
                           "brax physics (default auto)", "time limit per episode (default 1000)")
     sweep.add_argument("--seeds", default="0..3", help="seeds: a range 0..7 or a list 0,3,9 (default 0..3)")
     sweep.add_argument("--grid", nargs="*", default=[], metavar="SECTION.FIELD=V1,V2",
@@ -337,13 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", type=Path, default=None, help="output folder (default RUN/analysis)")
 
     for name, help_text in (("evaluate", "test episodes of a run's champion and RL actor (mean and std return)"),
-                            ("render", "one episode of a run's champion as brax HTML or a GIF/MP4 of MuJoCo frames")):
+                            ("render", "one episode of a run's champion as a GIF/MP4 of MuJoCo frames (brax: also its HTML viewer)")):
         command = sub.add_parser(name, help=help_text)
         command.add_argument("run", type=Path, nargs="?", default=None, help="a results folder of pderl-jax train")
         command.add_argument("--official", type=Path, default=None, metavar="FILE",
                              help="an official PDERL actor state dict (evo_net.pkl) instead of a run; needs --env")
-        command.add_argument("--env", default="halfcheetah", metavar="TASK", help="task of --official (a brax "
-                             "task name or a Gymnasium id)")
+        command.add_argument("--env", default="halfcheetah", metavar="TASK", help="task of --official (a task "
+                             "name or a Gymnasium id)")
         add_environment_flags(command, "backend of --official", "brax physics of --official",
                               "time limit of --official episodes")
         add_set_flag(command, "network settings of --official, e.g. network.actor_hidden=400,300")
@@ -361,13 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     comparison = sub.add_parser("compare", help="methods x seeds on one task: the paper's Table 1 and Figure 4")
     comparison.add_argument("--env", default="halfcheetah", metavar="TASK",
-                            help="a brax task name or a Gymnasium id (default halfcheetah)")
+                            help="a task name or a Gymnasium id (default halfcheetah)")
     comparison.add_argument("--methods", default="pderl,perl,derl,erl,td3,ppo",
                             help="comma-separated: pderl, perl, derl, erl, td3, ddpg, ppo (default: the paper's six)")
     comparison.add_argument("--seeds", default="5", help="a count (5: seeds 0..4), a range 0..4 or a list 0,3,9")
     comparison.add_argument("--frames", type=int, default=None, help="frames per run (default: the task's budget)")
-    add_environment_flags(comparison, "brax (default for task names; seeds vmapped) or gymnasium (native MuJoCo; "
-                          "no PPO)", "brax physics", "time limit per episode (default 1000)")
+    add_environment_flags(comparison, "mjx (default; seeds vmapped), brax (seeds vmapped) or native (seeds one "
+                          "after another; no PPO)", "brax physics; implies --backend brax",
+                          "time limit per episode (default 1000)")
     add_run_flags(comparison, "results folder (default results/compare-ENV)",
                   "overwrite an earlier comparison in --out")
     comparison.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",

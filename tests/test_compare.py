@@ -134,6 +134,7 @@ def test_ppo_batch_is_scaled_to_the_budget_keeping_its_learning_settings():
     assert scaled_settings("halfcheetah", 10**9)["batch_size"] == 512  # enough budget: the notebook's values
 
 
+@pytest.mark.slow  # PPO's adapter path runs in the default suite: test_mjx_commands.py
 def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
     assert main(["compare", "--env", "hopper", "--physics", "spring", "--episode-length", "20", "--methods", "ppo",
                  "--seeds", "1", "--frames", "1200", "--out", str(tmp_path / "ppo"), "--no-progress"]) == 0
@@ -152,7 +153,7 @@ def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["compare", "--methods", "pderl,dqn"], "unknown dqn"),
     (["compare", "--seeds", "0"], "--seeds"),
-    (["compare", "--env", "HalfCheetah-v5", "--methods", "ppo"], "brax backend only"),
+    (["compare", "--env", "HalfCheetah-v5", "--backend", "native", "--methods", "ppo"], "needs JAX physics"),
     (["compare", "--frames", "0"], "--frames must be positive"),
     (["compare", "--set", "evolution.pop_size=1"], "evolution.pop_size"),
     (["compare", "--merge", "nowhere"], "summary.json not found"),

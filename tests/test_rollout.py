@@ -106,7 +106,7 @@ def test_bad_environment_settings_are_rejected(task, backend, length, fragment):
 @pytest.mark.parametrize("task,expected", [("swimmer", "generalized"), ("halfcheetah", "spring"), ("ant", "spring")])
 def test_auto_physics_picks_a_pipeline_the_task_supports(task, expected):
     env = BraxEnvironment(task)
-    assert env.backend == expected
+    assert (env.backend, env.physics) == ("brax", expected)
     assert env.obs_dim == {"swimmer": 8, "halfcheetah": 17, "ant": 27}[task]
     if task == "swimmer":  # brax's fluid model (viscosity) runs under current JAX
         env.episode_length = 5

@@ -37,7 +37,7 @@ def test_train_writes_metrics_config_and_summary(brax_run):
     assert math.isfinite(float(rows[-1]["critic_loss"]))  # more than 640 frames stored by then
     config = json.loads((out / "config.json").read_text())
     assert config["task"] == "hopper" and config["evolution"]["pop_size"] == 4 and config["seed"] == 3
-    assert config["environment"] == {"name": "hopper", "backend": "spring", "episode_length": 20}
+    assert config["environment"] == {"name": "hopper", "backend": "brax", "physics": "spring", "episode_length": 20}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == frames[-1] and summary["generations"] == len(rows)
     assert "memory estimate" in brax_run.printed and "done:" in brax_run.printed and str(out) in brax_run.printed
@@ -82,7 +82,7 @@ def test_native_mujoco_run_with_analysis_during_and_after(tmp_path, capsys):
     """Native MuJoCo training with the operator study every generation, then `analyze` on the result.
     (That the study leaves the training untouched is tested on the toy task in test_checkpoint.py.)"""
     studied = tmp_path / "studied"
-    assert main(["train", "--env", "Hopper-v5", "--frames", "300", "--episode-length", "20", "--seed", "2",
+    assert main(["train", "--env", "Hopper-v5", "--backend", "native", "--frames", "300", "--episode-length", "20", "--seed", "2",
                  "--no-progress", "--out", str(studied), "--analyze-every", "1", "--set", *TINY]) == 0
     rows = read_rows(studied / "metrics.csv")
     assert rows and int(rows[-1]["frames"]) > 300

@@ -1,29 +1,57 @@
 """Environments and batched rollouts: the Gymnasium MuJoCo v5 tasks (on MJX or native MuJoCo) and brax's tasks."""
 
-from pderl_jax.config import TASKS, ConfigError
+from pderl_jax.envs import quiet  # noqa: F401  (first: mujoco.mjx's import notices about the optional warp)
+from pderl_jax.config import ConfigError
 from pderl_jax.envs.brax_env import BACKENDS, BraxEnvironment
 from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, GymnasiumEnvironment, resolve_task
 from pderl_jax.envs.rollout import Environment, Rollout, episode_major, rollout
 
-
 BACKEND_NAMES = ("mjx", "native", "brax")  # "gymnasium" is accepted for "native"
+
+# The faster backend of a single run on CPU, from `benchmarks/generation.py --backends mjx,gymnasium`
+# (PDERL at paper settings on HalfCheetah-v5, 2 CPU cores; benchmarks/results/
+# generation_halfcheetah_pop10_mjx_native.json): native MuJoCo ran the generation 1.13x faster (its
+# population rollouts 5.4x faster; the learner updates, 77-90% of it, cost the same on both) and
+# compiled in 13 s against MJX's 47 s. On an accelerator MJX keeps the physics beside the networks.
+CPU_SINGLE_RUN_BACKEND = "native"
+CPU_SINGLE_RUN_REASON = ("a single run on CPU: native MuJoCo steps the task faster than MJX there "
+                         "(benchmarks/generation.py)")
+
+
+def choose_backend(backend: str | None = None, physics: str = "auto", vmapped: bool = False) -> tuple[str, str]:
+    """(backend, why): the one asked for, else the fastest correct one for what is run.
+
+    A brax `physics` pipeline means brax; runs vmapped together (sweeps, comparisons) need JAX physics
+    (MJX); on a GPU or TPU, MJX; a single run on CPU, the one the generation benchmark found faster.
+    """
+    if backend is not None:
+        if backend not in (*BACKEND_NAMES, "gymnasium"):
+            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        return ("native" if backend == "gymnasium" else backend), "as asked (--backend)"
+    if physics != "auto":
+        return "brax", f"--physics {physics} is a brax physics pipeline"
+    if vmapped:
+        return "mjx", "its runs are vmapped together, which needs JAX physics"
+    import jax
+
+    platform = jax.default_backend()
+    if platform != "cpu":
+        return "mjx", f"on {platform.upper()} the physics runs beside the networks"
+    return CPU_SINGLE_RUN_BACKEND, CPU_SINGLE_RUN_REASON
 
 
 def make_environment(name: str, backend: str | None = None, physics: str = "auto", episode_length: int = 1000):
-    """The task `name` on `backend`.
+    """The task `name` ("hopper" or "Hopper-v5") on `backend`.
 
     "mjx": the Gymnasium v5 task on MuJoCo MJX (pure JAX: vmapped, swept, sharded, on GPUs);
     "native" (or "gymnasium"): the same task in native MuJoCo through Gymnasium, stepped on the
-    host; "brax": brax's own version of the task, with a brax `physics` pipeline. By default a
-    task name (`hopper`) means brax and a Gymnasium id (`Hopper-v5`) the native MuJoCo task.
+    host; "brax": brax's own version of the task, with a brax `physics` pipeline. Without a
+    backend, `choose_backend` picks one for a single run.
     """
     task = resolve_task(name)
-    if backend is None:
-        backend = "brax" if name in TASKS else "native"
+    backend, _ = choose_backend(backend, physics)
     if backend == "brax":
         return BraxEnvironment(task, backend=physics, episode_length=episode_length)
-    if backend not in ("mjx", "native", "gymnasium"):
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
     if physics != "auto":
         raise ConfigError(f"--physics {physics} applies to the brax backend only; drop it for {backend}")
     if backend == "mjx":
@@ -34,4 +62,4 @@ def make_environment(name: str, backend: str | None = None, physics: str = "auto
 
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "BraxEnvironment", "Environment", "GYMNASIUM_IDS", "GymnasiumEnvironment",
-           "Rollout", "episode_major", "make_environment", "resolve_task", "rollout"]
+           "Rollout", "choose_backend", "episode_major", "make_environment", "resolve_task", "rollout"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,13 @@ def _patch_brax_fluid() -> None:
 
 
 class BraxEnvironment:
-    """A brax task without brax's wrappers: the time limit and masks live in `rollout`."""
+    """A brax task without brax's wrappers: the time limit and masks live in `rollout`.
+
+    brax warns at every model load that its pipelines are no longer maintained; the README says
+    so once (brax's tasks stay here for comparison with brax-based work), so the warning is not shown.
+    """
+
+    backend = "brax"
 
     def __init__(self, task: str, backend: str = "auto", episode_length: int = 1000):
         if task not in TASKS:
@@ -59,9 +66,11 @@ class BraxEnvironment:
 
         _patch_brax_fluid()
         self.task = task
-        self.backend = backend
+        self.physics = backend
         self.episode_length = episode_length
-        self._env = envs.get_environment(task, backend=backend)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
+            self._env = envs.get_environment(task, backend=backend)
         # brax's `observation_size` runs reset eagerly (hundreds of tiny compilations, ~250 MB);
         # tracing it abstractly costs nothing.
         self.obs_dim = int(jax.eval_shape(self._env.reset, jax.random.key(0)).obs.shape[-1])

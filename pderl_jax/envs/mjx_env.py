@@ -287,7 +287,7 @@ class MjxEnvironment:
         self.episode_length = episode_length
         self.env_id = GYMNASIUM_IDS[self.task]
 
-        model = mujoco.MjModel.from_xml_path(str(gymnasium_model_path(spec.xml_file)))
+        model = self.host_model()
         if solver_iterations is not None:
             model.opt.iterations = solver_iterations
         if ls_iterations is not None:
@@ -308,6 +308,10 @@ class MjxEnvironment:
                            + spec.include_cfrc_ext_in_observation * 6 * (model.nbody - 1))
         self.action_dim = int(model.nu)
         self.description = f"{self.env_id} on MuJoCo MJX (JAX physics, {contact_frames} contact frames)"
+
+    def host_model(self) -> mujoco.MjModel:
+        """A fresh MuJoCo (C) model of the task's XML: what Gymnasium loads (render draws MJX states on it)."""
+        return mujoco.MjModel.from_xml_path(str(gymnasium_model_path(self.spec.xml_file)))
 
     # ------------------------------------------------------------------ pieces of Gymnasium's step
     def _contact_forces(self, d: mjx.Data) -> jax.Array:

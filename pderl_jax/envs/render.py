@@ -1,7 +1,7 @@
 """Render one episode of a policy to a file, to look at what an actor does.
 
-brax tasks are written as brax's interactive HTML viewer (or as GIF/MP4 frames); native MuJoCo
-(Gymnasium) tasks as GIF or MP4. Frames are drawn offscreen with `mujoco.Renderer`, so no display
+brax tasks are written as brax's interactive HTML viewer (or as GIF/MP4 frames); the Gymnasium
+v5 tasks (native MuJoCo, or MJX: its states drawn with MuJoCo's renderer) as GIF or MP4. Frames are drawn offscreen with `mujoco.Renderer`, so no display
 is needed: MuJoCo's OpenGL runs through EGL, or through OSMesa where EGL is missing.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 from pderl_jax.config import ConfigError
 from pderl_jax.envs import BraxEnvironment, GymnasiumEnvironment
 
-FORMATS = {"brax": (".html", ".gif", ".mp4"), "gymnasium": (".gif", ".mp4")}
+FORMATS = {"brax": (".html", ".gif", ".mp4"), "gymnasium": (".gif", ".mp4"), "mjx": (".gif", ".mp4")}
 MAX_GIF_FPS = 50  # GIF delays count 1/100 s, and viewers slow delays under 2/100 s right down
 
 _gl_backend: str | None = None
@@ -96,8 +96,11 @@ def render_episode(env, apply_actor, params, path, seed: int = 0, max_steps: int
         kind = "brax"
     elif isinstance(env, GymnasiumEnvironment):
         kind = "gymnasium"
+    elif getattr(env, "backend", None) == "mjx":
+        kind = "mjx"
     else:
-        raise ConfigError(f"cannot render {type(env).__name__}; render_episode takes a brax or gymnasium environment")
+        raise ConfigError(f"cannot render {type(env).__name__}; render_episode takes a brax, mjx or gymnasium "
+                          "environment")
     fmt = path.suffix.lower()
     if fmt not in FORMATS[kind]:
         hint = " (the .html viewer is brax's)" if fmt == ".html" else ""
@@ -125,7 +128,8 @@ def render_episode(env, apply_actor, params, path, seed: int = 0, max_steps: int
         else:
             _write_video(path, _brax_images(env, states, width, height), fps or 1 / dt)
     else:
-        images, total, dt = _gymnasium_episode(env, policy, params, seed, steps, width, height)
+        episode = _gymnasium_episode if kind == "gymnasium" else _mjx_episode
+        images, total, dt = episode(env, policy, params, seed, steps, width, height)
         frames = len(images)
         _write_video(path, images, fps or 1 / dt)
     return {"path": str(path), "frames": frames, "return": total, "format": fmt[1:]}
@@ -182,6 +186,37 @@ def _gymnasium_episode(env: GymnasiumEnvironment, policy, params, seed: int, ste
         renderer.close()
         host.close()
     return images, total, float(host.dt)
+
+
+def _mjx_episode(env, policy, params, seed: int, steps: int, width: int, height: int):
+    """Frames of one MJX episode: the episode runs compiled (as training runs it), then each step's
+    qpos and qvel are put into the host MuJoCo model of the same XML and drawn."""
+    import mujoco
+
+    def episode(params, key):
+        def step(state, _):
+            state, _, reward, done = env.step(state, policy(params, state.obs))
+            return state, (state.data.qpos, state.data.qvel, reward, done)
+
+        return jax.lax.scan(step, env.reset(key), length=steps)[1]
+
+    qpos, qvel, rewards, dones = jax.device_get(jax.jit(episode)(params, jax.random.key(seed)))
+    length = int(np.argmax(dones)) + 1 if dones.any() else steps
+    headless_gl()
+    model = env.host_model()
+    _prepare_model(model, width, height)
+    data = mujoco.MjData(model)
+    renderer, camera = mujoco.Renderer(model, height, width), _tracking_camera()
+    images = []
+    try:
+        for t in range(length):
+            data.qpos[:], data.qvel[:] = qpos[t], qvel[t]
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera)
+            images.append(renderer.render())
+    finally:
+        renderer.close()
+    return images, float(np.sum(rewards[:length], dtype=np.float64)), float(env.dt)
 
 
 def _tracking_camera():

@@ -1,8 +1,9 @@
 """The paper's comparison (Table 1, Figure 4): several methods over the same seeds on one task.
 
 Evolutionary methods (pderl, perl, derl, erl) and the learners alone (td3, ddpg) run all their
-seeds as one vmapped program on brax (`train_sweep`), or one `train` run per seed on the native
-MuJoCo backend. PPO is brax.training's agent (`experiments/ppo.py`), brax only. Every run writes the
+seeds as one vmapped program on a JAX backend (MJX or brax: `train_sweep`), or one `train` run per
+seed on the native MuJoCo backend. PPO is brax.training's agent (`experiments/ppo.py`), on MJX or
+brax. Every run writes the
 same `metrics.csv` columns; the final champion test of each seed goes into the table.
 """
 
@@ -28,7 +29,7 @@ from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
-from pderl_jax.training.run_folder import claim_out_dir
+from pderl_jax.training.run_folder import backend_label, claim_out_dir, environment_record
 from pderl_jax.training.sweep import expand_runs, parse_seeds, train_sweep
 
 METHODS = (*EVOLUTIONARY_MODES, *LEARNER_MODES, "ppo")
@@ -119,8 +120,8 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
     """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`."""
     overrides = dict(overrides or {})
     if "ppo" in methods and getattr(env, "batched", False):
-        raise ConfigError("PPO comes from brax.training and runs on the brax backend only; drop ppo from "
-                          "--methods or use --backend brax")
+        raise ConfigError("PPO comes from brax.training and needs JAX physics; drop ppo from --methods or use "
+                          "--backend mjx or brax")
     if frames <= 0:
         raise ConfigError(f"--frames must be positive, got {frames}")
     for method in methods:  # every setting checked before anything runs
@@ -128,8 +129,7 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
             method_config(task, method, frames, overrides)
     out_dir = Path(out_dir)
     record = {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
-              "environment": {"name": getattr(env, "task", task), "backend": getattr(env, "backend", None),
-                              "episode_length": env.episode_length}}
+              "environment": {**environment_record(env), "name": getattr(env, "task", task)}}
     claim_out_dir(out_dir, record, force, files=COMPARE_FILES)
     device = device_description()
     results = {}
@@ -212,7 +212,7 @@ def format_table(summary: dict) -> str:
 
 def write_table(summary: dict, out_dir: Path) -> None:
     env = summary["environment"]
-    header = (f"Final champion test return, {summary['task']} ({env['backend']}, episodes of {env['episode_length']} "
+    header = (f"Final champion test return, {summary['task']} ({backend_label(env)}, episodes of {env['episode_length']} "
               f"steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
     paper = ""
     if summary["task"] in TABLE1:

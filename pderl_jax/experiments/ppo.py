@@ -1,6 +1,8 @@
-"""PPO from `brax.training` on the same brax task, counted and tested the way our runs are.
+"""PPO from `brax.training` on the same task (MJX or brax), counted and tested the way our runs are.
 
-The agent is brax's own (`brax.training.agents.ppo.train`), not a reimplementation. Its settings
+The agent is brax's own (`brax.training.agents.ppo.train`), not a reimplementation. It trains on
+a `brax.envs.Env`: brax's task itself, or `BraxTaskAdapter` around an MJX task (brax's training
+wrappers then add the time limit and automatic resets, as for brax's tasks). Its settings
 are the per-task values of brax's training notebook (google/brax `notebooks/training.ipynb`,
 tuned for 2048 parallel environments and tens of millions of steps). A short budget cannot hold
 one of those iterations (HalfCheetah: 327,680 steps each), so `scaled_settings` keeps every
@@ -22,6 +24,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from brax.envs import base as brax_base
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pderl_jax.config import ConfigError
@@ -75,10 +78,18 @@ def _patch_device_put_replicated() -> None:
     jax.device_put_replicated = device_put_replicated
 
 
-def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print_fn=print) -> None:
+def brax_training_env(env):
+    """The `brax.envs.Env` that brax's PPO trains on: brax's task, or an MJX task adapted."""
+    if isinstance(env, BraxEnvironment):
+        return env._env
+    if getattr(env, "backend", None) == "mjx":
+        return BraxTaskAdapter(env)
+    raise ConfigError("PPO comes from brax.training and needs JAX physics; use --backend mjx or brax")
+
+
+def train_ppo(env, seed: int, frames: int, out_dir: Path, print_fn=print) -> None:
     """One PPO run: `metrics.csv` (a row per evaluation, our columns) and `config.json` in `out_dir`."""
-    if not isinstance(env, BraxEnvironment):
-        raise ConfigError("PPO comes from brax.training and runs on the brax backend only; use --backend brax")
+    environment = brax_training_env(env)
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
 
@@ -100,7 +111,7 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
                                   synced=0))
 
     make_policy, params, _ = ppo.train(
-        environment=env._env, num_timesteps=frames, episode_length=env.episode_length, num_evals=EVALUATIONS,
+        environment=environment, num_timesteps=frames, episode_length=env.episode_length, num_evals=EVALUATIONS,
         num_eval_envs=TEST_EPISODES, deterministic_eval=True, seed=seed, progress_fn=progress,
         network_factory=ppo_networks.make_ppo_networks, **settings)
     final = test_policy(env, make_policy(params, deterministic=True), jax.random.key(seed + 10_007))
@@ -110,7 +121,7 @@ def train_ppo(env: BraxEnvironment, seed: int, frames: int, out_dir: Path, print
     print_fn(f"ppo seed {seed}: {rows[-1]['frames']} frames, final test {final:.1f}")
 
 
-def test_policy(env: BraxEnvironment, policy, key) -> float:
+def test_policy(env, policy, key) -> float:
     """Mean return of TEST_EPISODES deterministic episodes of a brax.training policy (our rollout)."""
     def act(carry, obs, step_key):
         actions, _ = jax.vmap(policy, in_axes=(0, None))(obs, step_key)
@@ -118,3 +129,32 @@ def test_policy(env: BraxEnvironment, policy, key) -> float:
 
     episodes, _ = jax.jit(lambda k: rollout(env, k, TEST_EPISODES, act, jnp.zeros(())))(key)
     return float(episodes.episode_return.mean())
+
+
+class BraxTaskAdapter(brax_base.Env):
+    """One of our JAX tasks (reset(key) -> state, step(state, action) -> (state, obs, reward, terminated))
+    as a `brax.envs.Env`; the task's state is brax's `pipeline_state`."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def reset(self, rng: jax.Array) -> brax_base.State:
+        state = self.task.reset(rng)
+        zero = jnp.zeros((), jnp.float32)
+        return brax_base.State(pipeline_state=state, obs=state.obs, reward=zero, done=zero)
+
+    def step(self, state: brax_base.State, action: jax.Array) -> brax_base.State:
+        inner, obs, reward, terminated = self.task.step(state.pipeline_state, action)
+        return state.replace(pipeline_state=inner, obs=obs, reward=reward, done=terminated.astype(jnp.float32))
+
+    @property
+    def observation_size(self) -> int:
+        return self.task.obs_dim
+
+    @property
+    def action_size(self) -> int:
+        return self.task.action_dim
+
+    @property
+    def backend(self) -> str:
+        return self.task.backend

@@ -22,16 +22,28 @@ if TYPE_CHECKING:
 
 
 def environment_record(env: Environment) -> dict:
-    """What `config.json` records of the environment (enough to rebuild it)."""
-    return {"name": getattr(env, "task", type(env).__name__), "backend": getattr(env, "backend", None),
-            "episode_length": env.episode_length}
+    """What `config.json` records of the environment (enough to rebuild it); brax's physics too."""
+    record = {"name": getattr(env, "task", type(env).__name__), "backend": getattr(env, "backend", None),
+              "episode_length": env.episode_length}
+    if hasattr(env, "physics"):
+        record["physics"] = env.physics
+    return record
+
+
+def backend_label(record: dict) -> str:
+    """"mjx", "gymnasium", or "brax spring" (brax with its physics) from an environment record."""
+    if "physics" in record:
+        return f"{record['backend']} {record['physics']}"
+    return str(record.get("backend"))
 
 
 def environment_from_record(record: dict, task: str) -> Environment:
-    """The environment a `config.json` environment record describes (inverse of `environment_record`)."""
-    if record["backend"] in ("gymnasium", "mjx"):
-        return make_environment(task, record["backend"], episode_length=record["episode_length"])
-    return make_environment(task, "brax", physics=record["backend"], episode_length=record["episode_length"])
+    """The environment a `config.json` environment record describes (inverse of `environment_record`).
+    Records of version 0.2.0 name brax's physics pipeline as the backend."""
+    backend, length = record["backend"], record["episode_length"]
+    if "physics" in record or backend not in ("gymnasium", "mjx"):
+        return make_environment(task, "brax", physics=record.get("physics", backend), episode_length=length)
+    return make_environment(task, backend, episode_length=length)
 
 
 # What a run writes into its folder (all removed by --force, nothing else is).
@@ -116,5 +128,5 @@ def open_run(run_dir: Path, print_fn: Callable[[str], None] = print) -> SavedRun
     return SavedRun(Path(run_dir), config, env, trainer, state, meta)
 
 
-__all__ = ["RUN_FILES", "claim_out_dir", "run_record", "read_run_config", "environment_record",
+__all__ = ["RUN_FILES", "claim_out_dir", "run_record", "read_run_config", "environment_record", "backend_label",
            "environment_from_record", "SavedRun", "open_run"]
