@@ -35,12 +35,38 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def parse_env_options(items: list[str]) -> dict:
+    """`--env-option NAME=VALUE ...` as keyword arguments: true/false, numbers, comma-separated numbers
+    (a range: healthy_z_range=0.7,inf) or text."""
+    options = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--env-option {item!r} must look like NAME=VALUE (e.g. ctrl_cost_weight=0.2)")
+
+        def number(word):
+            try:
+                return int(word)
+            except ValueError:
+                return float(word)  # also inf, -inf
+
+        text = text.strip()
+        try:
+            value = tuple(number(w) for w in text.split(",")) if "," in text else number(text)
+        except ValueError:
+            value = {"true": True, "false": False}.get(text.lower(), text)
+        options[name.strip()] = value
+    return options
+
+
 def environment_for(args, name: str | None = None, vmapped: bool = False):
-    """(environment, "backend X: why") of the --env, --backend, --physics and --episode-length flags."""
+    """(environment, "backend X: why") of the --env, --backend, --physics, --episode-length and
+    --env-option flags."""
     from pderl_jax.envs import choose_backend, make_environment
 
     backend, why = choose_backend(args.backend, args.physics, vmapped)
-    env = make_environment(name or args.env, backend, physics=args.physics, episode_length=args.episode_length)
+    env = make_environment(name or args.env, backend, physics=args.physics, episode_length=args.episode_length,
+                           options=parse_env_options(args.env_option))
     return env, f"backend {backend}: {why}"
 
 
@@ -205,7 +231,8 @@ def run_train(args, overrides: dict) -> int:
         overrides["frames"] = args.frames
     if args.resume is not None:
         given = [flag for flag, value in (("--env", args.env), ("--mode", args.mode), ("--learner", args.learner),
-                                          ("--backend", args.backend), ("--seed", args.seed), ("--out", args.out))
+                                          ("--backend", args.backend), ("--seed", args.seed), ("--out", args.out),
+                                          ("--env-option", args.env_option or None))
                  if value is not None]
         if given:
             raise ConfigError(f"--resume continues the run as configured in its config.json; drop {', '.join(given)} "
@@ -258,11 +285,15 @@ def run_memory(args, overrides: dict) -> int:
 
 # ---------------------------------------------------------------- flags shared by several commands
 def add_environment_flags(command, backend_help: str | None, physics_help: str, length_help: str) -> None:
-    """--backend (omitted where `backend_help` is None), --physics and --episode-length."""
+    """--backend (omitted where `backend_help` is None), --physics, --episode-length and --env-option."""
     if backend_help is not None:
         command.add_argument("--backend", default=None, choices=[*BACKEND_NAMES, "gymnasium"], help=backend_help)
     command.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help=physics_help)
     command.add_argument("--episode-length", type=int, default=1000, help=length_help)
+    command.add_argument("--env-option", nargs="*", default=[], metavar="NAME=VALUE",
+                         help="a keyword argument of the Gymnasium v5 task (ctrl_cost_weight=0.2, "
+                              "healthy_z_range=0.7,inf, ...; mjx and native), or of MJX (contact_frames=mjx, "
+                              "ls_iterations=8)")
 
 
 def add_algorithm_flags(command, default_mode: str | None, mode_help: str, learner_help: str) -> None:

@@ -1,7 +1,7 @@
 """Every mode trains on every task (slow: one compilation per run).
 
-Native MuJoCo runs compile no physics, so they cover the full task x mode product; on brax,
-every task runs PDERL and every mode runs on Hopper.
+Native MuJoCo runs compile no physics, so they cover the full task x mode product; on MJX and
+brax, every task runs PDERL and every mode runs on Hopper.
 """
 
 import csv
@@ -49,3 +49,15 @@ def test_pderl_on_every_brax_task(task, tmp_path):
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "pderl"])
 def test_every_mode_on_brax_hopper(mode, tmp_path):
     check_run(tmp_path, "hopper", mode, "brax")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_pderl_on_every_mjx_task(task, tmp_path):
+    check_run(tmp_path, task, "pderl", "mjx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "pderl"])
+def test_every_mode_on_mjx_hopper(mode, tmp_path):
+    check_run(tmp_path, "hopper", mode, "mjx")

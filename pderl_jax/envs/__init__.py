@@ -40,25 +40,39 @@ def choose_backend(backend: str | None = None, physics: str = "auto", vmapped: b
     return CPU_SINGLE_RUN_BACKEND, CPU_SINGLE_RUN_REASON
 
 
-def make_environment(name: str, backend: str | None = None, physics: str = "auto", episode_length: int = 1000):
+MJX_ONLY_OPTIONS = ("contact_frames", "solver_iterations", "ls_iterations")
+
+
+def make_environment(name: str, backend: str | None = None, physics: str = "auto", episode_length: int = 1000,
+                     options: dict | None = None):
     """The task `name` ("hopper" or "Hopper-v5") on `backend`.
 
     "mjx": the Gymnasium v5 task on MuJoCo MJX (pure JAX: vmapped, swept, sharded, on GPUs);
     "native" (or "gymnasium"): the same task in native MuJoCo through Gymnasium, stepped on the
     host; "brax": brax's own version of the task, with a brax `physics` pipeline. Without a
-    backend, `choose_backend` picks one for a single run.
+    backend, `choose_backend` picks one for a single run. `options` are the v5 task's keyword
+    arguments (`ctrl_cost_weight`, `healthy_z_range`, ...), and on MJX also its own
+    (`contact_frames`, `solver_iterations`, `ls_iterations`).
     """
     task = resolve_task(name)
     backend, _ = choose_backend(backend, physics)
+    options = dict(options or {})
     if backend == "brax":
+        if options:
+            raise ConfigError(f"brax's tasks take no environment options ({', '.join(options)}); they are options "
+                              "of the Gymnasium v5 tasks: use --backend mjx or native")
         return BraxEnvironment(task, backend=physics, episode_length=episode_length)
     if physics != "auto":
         raise ConfigError(f"--physics {physics} applies to the brax backend only; drop it for {backend}")
     if backend == "mjx":
         from pderl_jax.envs.mjx_env import MjxEnvironment
 
-        return MjxEnvironment(task, episode_length=episode_length)
-    return GymnasiumEnvironment(task, episode_length=episode_length)
+        return MjxEnvironment(task, episode_length=episode_length, **options)
+    mjx_only = [name for name in options if name in MJX_ONLY_OPTIONS]
+    if mjx_only:
+        raise ConfigError(f"{', '.join(mjx_only)}: options of the MJX backend only (native MuJoCo steps as MuJoCo "
+                          "does); use --backend mjx or drop them")
+    return GymnasiumEnvironment(task, episode_length=episode_length, **options)
 
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "BraxEnvironment", "Environment", "GYMNASIUM_IDS", "GymnasiumEnvironment",

@@ -63,9 +63,12 @@ class GymnasiumEnvironment:
         self._gymnasium = gymnasium
         self.env_id = GYMNASIUM_IDS[self.task]
         self.description = f"{self.env_id} (native MuJoCo via Gymnasium)"
-        self.env_kwargs = env_kwargs
+        self.env_kwargs = self.options = env_kwargs
         self.episode_length = episode_length
-        probe = self._make()
+        try:
+            probe = self._make()
+        except TypeError as error:  # an argument the v5 task does not take
+            raise ConfigError(f"{self.env_id} rejects the options {env_kwargs}: {error}") from None
         self.obs_dim = int(probe.observation_space.shape[0])
         self.action_dim = int(probe.action_space.shape[0])
         low, high = probe.action_space.low.astype(np.float64), probe.action_space.high.astype(np.float64)

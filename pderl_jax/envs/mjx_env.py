@@ -282,8 +282,12 @@ class MjxEnvironment:
         unknown = sorted(set(options) - set(spec.options))
         if unknown:
             raise ConfigError(f"{GYMNASIUM_IDS[self.task]} has no option {', '.join(unknown)}; "
-                              f"choose from {', '.join(spec.options)}")
+                              f"choose from {', '.join(spec.options)} (or MJX's contact_frames, solver_iterations, "
+                              "ls_iterations)")
         self.spec = spec = dataclasses.replace(spec, **options)
+        self.options = {**options, **{name: value for name, value in (
+            ("contact_frames", contact_frames), ("solver_iterations", solver_iterations),
+            ("ls_iterations", ls_iterations)) if value is not None and (name, value) != ("contact_frames", "mujoco")}}
         self.episode_length = episode_length
         self.env_id = GYMNASIUM_IDS[self.task]
 

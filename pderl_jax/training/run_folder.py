@@ -27,6 +27,8 @@ def environment_record(env: Environment) -> dict:
               "episode_length": env.episode_length}
     if hasattr(env, "physics"):
         record["physics"] = env.physics
+    if getattr(env, "options", None):
+        record["options"] = env.options
     return record
 
 
@@ -43,7 +45,7 @@ def environment_from_record(record: dict, task: str) -> Environment:
     backend, length = record["backend"], record["episode_length"]
     if "physics" in record or backend not in ("gymnasium", "mjx"):
         return make_environment(task, "brax", physics=record.get("physics", backend), episode_length=length)
-    return make_environment(task, backend, episode_length=length)
+    return make_environment(task, backend, episode_length=length, options=record.get("options"))
 
 
 # What a run writes into its folder (all removed by --force, nothing else is).
