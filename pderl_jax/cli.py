@@ -181,7 +181,8 @@ def run_render(args, overrides: dict) -> int:
     name = {"champion": "champion", "rl": "RL actor"}[args.actor]
     if name not in actors:
         name = next(iter(actors))
-    out = args.out or (args.run or Path(".")) / f"episode.{'html' if trainer.env.backend == 'brax' else 'gif'}"
+    suffix = "html" if getattr(trainer.env, "backend", None) == "brax" else "gif"
+    out = args.out or (args.run or Path(".")) / f"episode.{suffix}"
     info = render_episode(trainer.env, trainer.apply_actor, actors[name], out, seed=args.seed,
                           max_steps=args.max_steps)
     print(f"pderl-jax render: {name} of {description}: {info['frames']} steps, return {info['return']:.1f} -> "

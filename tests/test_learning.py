@@ -10,8 +10,8 @@ from pderl_jax.cli import main
 @pytest.mark.slow
 def test_champion_return_rises_on_halfcheetah(tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "--env", "halfcheetah", "--backend", "brax", "--frames", "110000", "--seed", "0", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert main(["train", "--env", "halfcheetah", "--backend", "brax", "--frames", "110000", "--seed", "0",
+                 "--out", str(out), "--no-progress"]) == 0
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     champion = [float(r["champion_test"]) for r in rows]

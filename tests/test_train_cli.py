@@ -82,7 +82,8 @@ def test_native_mujoco_run_with_analysis_during_and_after(tmp_path, capsys):
     """Native MuJoCo training with the operator study every generation, then `analyze` on the result.
     (That the study leaves the training untouched is tested on the toy task in test_checkpoint.py.)"""
     studied = tmp_path / "studied"
-    assert main(["train", "--env", "Hopper-v5", "--backend", "native", "--frames", "300", "--episode-length", "20", "--seed", "2",
+    assert main(["train", "--env", "Hopper-v5", "--backend", "native", "--frames", "300", "--episode-length", "20",
+                 "--seed", "2",
                  "--no-progress", "--out", str(studied), "--analyze-every", "1", "--set", *TINY]) == 0
     rows = read_rows(studied / "metrics.csv")
     assert rows and int(rows[-1]["frames"]) > 300

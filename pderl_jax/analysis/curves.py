@@ -149,7 +149,8 @@ def _group_parts(record: RunRecord) -> dict:
     learner = config.get("learner", {}).get("algorithm") if isinstance(config.get("learner"), dict) else None
     environment = config.get("environment") if isinstance(config.get("environment"), dict) else {}
     sweep = config.get("sweep") if isinstance(config.get("sweep"), dict) else {}
-    return {"task": record.task, "backend": " ".join(str(environment[k]) for k in ("backend", "physics") if k in environment), "mode": record.mode,
+    backend = " ".join(str(environment[k]) for k in ("backend", "physics") if k in environment)  # "brax spring"
+    return {"task": record.task, "backend": backend, "mode": record.mode,
             "learner": learner, "sweep": sweep}
 
 

@@ -8,11 +8,11 @@ from pderl_jax.envs.rollout import Environment, Rollout, episode_major, rollout
 
 BACKEND_NAMES = ("mjx", "native", "brax")  # "gymnasium" is accepted for "native"
 
-# The faster backend of a single run on CPU, from `benchmarks/generation.py --backends mjx,gymnasium`
+# The faster backend of a single run on CPU, from `benchmarks/generation.py --backends mjx,gymnasium,brax`
 # (PDERL at paper settings on HalfCheetah-v5, 2 CPU cores; benchmarks/results/
-# generation_halfcheetah_pop10_mjx_native.json): native MuJoCo ran the generation 1.13x faster (its
-# population rollouts 5.4x faster; the learner updates, 77-90% of it, cost the same on both) and
-# compiled in 13 s against MJX's 47 s. On an accelerator MJX keeps the physics beside the networks.
+# generation_halfcheetah_pop10_backends.json): a generation took 30.0 s on native MuJoCo and 41.4 s
+# on MJX (population rollouts 0.8 s against 5.0 s; the learner updates cost the same on both), and
+# compiled in 12 s against 50 s. On an accelerator MJX keeps the physics beside the networks.
 CPU_SINGLE_RUN_BACKEND = "native"
 CPU_SINGLE_RUN_REASON = ("a single run on CPU: native MuJoCo steps the task faster than MJX there "
                          "(benchmarks/generation.py)")

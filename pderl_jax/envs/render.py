@@ -1,8 +1,9 @@
 """Render one episode of a policy to a file, to look at what an actor does.
 
 brax tasks are written as brax's interactive HTML viewer (or as GIF/MP4 frames); the Gymnasium
-v5 tasks (native MuJoCo, or MJX: its states drawn with MuJoCo's renderer) as GIF or MP4. Frames are drawn offscreen with `mujoco.Renderer`, so no display
-is needed: MuJoCo's OpenGL runs through EGL, or through OSMesa where EGL is missing.
+v5 tasks (native MuJoCo, or MJX: its states drawn with MuJoCo's renderer) as GIF or MP4.
+Frames are drawn offscreen with `mujoco.Renderer`, so no display is needed: MuJoCo's OpenGL
+runs through EGL, or through OSMesa where EGL is missing.
 """
 
 from __future__ import annotations

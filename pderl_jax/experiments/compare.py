@@ -212,8 +212,8 @@ def format_table(summary: dict) -> str:
 
 def write_table(summary: dict, out_dir: Path) -> None:
     env = summary["environment"]
-    header = (f"Final champion test return, {summary['task']} ({backend_label(env)}, episodes of {env['episode_length']} "
-              f"steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
+    header = (f"Final champion test return, {summary['task']} ({backend_label(env)}, episodes of "
+              f"{env['episode_length']} steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
     paper = ""
     if summary["task"] in TABLE1:
         paper = (f"\nNext to the paper's Table 1 (gym {summary['task']} v2 on MuJoCo 2.0, five seeds, "
