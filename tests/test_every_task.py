@@ -39,25 +39,18 @@ def test_every_mode_on_every_native_mujoco_task(task, mode, tmp_path):
     check_run(tmp_path, task, mode, "gymnasium")
 
 
+JAX_BACKENDS = ("brax", "mjx")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", JAX_BACKENDS)
 @pytest.mark.parametrize("task", TASKS)
-def test_pderl_on_every_brax_task(task, tmp_path):
-    check_run(tmp_path, task, "pderl", "brax")
+def test_pderl_on_every_task_of_the_jax_backends(task, backend, tmp_path):
+    check_run(tmp_path, task, "pderl", backend)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", JAX_BACKENDS)
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "pderl"])
-def test_every_mode_on_brax_hopper(mode, tmp_path):
-    check_run(tmp_path, "hopper", mode, "brax")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("task", TASKS)
-def test_pderl_on_every_mjx_task(task, tmp_path):
-    check_run(tmp_path, task, "pderl", "mjx")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", [m for m in MODES if m != "pderl"])
-def test_every_mode_on_mjx_hopper(mode, tmp_path):
-    check_run(tmp_path, "hopper", mode, "mjx")
+def test_every_mode_on_hopper_of_the_jax_backends(mode, backend, tmp_path):
+    check_run(tmp_path, "hopper", mode, backend)
