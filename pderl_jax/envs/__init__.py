@@ -1,6 +1,6 @@
 """Environments and batched rollouts: the Gymnasium MuJoCo v5 tasks (on MJX or native MuJoCo) and brax's tasks."""
 
-from pderl_jax.envs import quiet  # noqa: F401  (first: mujoco.mjx's import notices about the optional warp)
+from pderl_jax.envs import quiet  # noqa: F401  (MuJoCo's warnings once each; MJX imported without warp notices)
 from pderl_jax.config import ConfigError
 from pderl_jax.envs.brax_env import BACKENDS, BraxEnvironment
 from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, GymnasiumEnvironment, resolve_task

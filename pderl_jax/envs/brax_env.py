@@ -62,6 +62,9 @@ class BraxEnvironment:
                               f"{', '.join(SUPPORTED_BACKENDS[task])}")
         if episode_length <= 0:
             raise ConfigError(f"episode length must be positive, got {episode_length}")
+        from pderl_jax.envs.quiet import import_mjx
+
+        import_mjx()  # before brax imports it
         from brax import envs
 
         _patch_brax_fluid()

@@ -53,10 +53,12 @@ import mujoco
 import numpy as np
 from flax import struct
 from jax import lax
-from mujoco import mjx
 
 from pderl_jax.config import ConfigError
 from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, resolve_task
+from pderl_jax.envs.quiet import import_mjx
+
+mjx = import_mjx()
 
 INF = float("inf")
 

@@ -2,7 +2,8 @@
 
 - mujoco 4's MJX prints "Failed to import warp: ..." and "Failed to import mujoco_warp: ..." at
   import where NVIDIA warp is not installed. Nothing here uses warp, and brax imports MJX too, so
-  MJX is imported once here with those two lines held back (anything else it prints is printed).
+  the MJX and brax backends import MJX through `import_mjx`, which holds those two lines back
+  (anything else it prints is printed). MJX is imported only by the commands that need it (~1.6 s).
 - MuJoCo prints a warning at each model load of Gymnasium's HalfCheetah XML (its `settotalmass`
   attribute is deprecated), and the native backend loads one model per episode slot. Where no
   other handler is installed, each distinct MuJoCo warning is printed once per process, to stderr.
@@ -16,13 +17,18 @@ import mujoco
 
 NOTICES = ("Failed to import warp:", "Failed to import mujoco_warp:")
 
-if "mujoco.mjx" not in sys.modules:
-    _printed = io.StringIO()
-    with contextlib.redirect_stdout(_printed):
-        import mujoco.mjx  # noqa: F401
-    for _line in _printed.getvalue().splitlines():
-        if not _line.startswith(NOTICES):
-            print(_line)
+
+def import_mjx():
+    """`mujoco.mjx`, imported without the warp notices."""
+    if "mujoco.mjx" not in sys.modules:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            import mujoco.mjx  # noqa: F401
+        for line in printed.getvalue().splitlines():
+            if not line.startswith(NOTICES):
+                print(line)
+    return sys.modules["mujoco.mjx"]
+
 
 _warned: set[str] = set()
 

@@ -24,15 +24,18 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from brax.envs import base as brax_base
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pderl_jax.config import ConfigError
 from pderl_jax.envs.brax_env import BraxEnvironment
+from pderl_jax.envs.quiet import import_mjx
 from pderl_jax.envs.rollout import rollout
 from pderl_jax.training.generation import TEST_EPISODES
 from pderl_jax.training.metrics import blank_row, write_metrics
 from pderl_jax.training.run_folder import environment_record
+
+import_mjx()  # before brax imports it
+from brax.envs import base as brax_base  # noqa: E402
 
 # brax training notebook (notebooks/training.ipynb), its PPO cells; num_timesteps and num_evals are
 # set by the comparison. The notebook trains hopper and walker2d with SAC and has no swimmer, so
