@@ -382,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", type=Path, default=None, help="output folder (default RUN/analysis)")
 
     for name, help_text in (("evaluate", "test episodes of a run's champion and RL actor (mean and std return)"),
-                            ("render", "one episode of a run's champion as a GIF/MP4 of MuJoCo frames (brax: also its HTML viewer)")):
+                            ("render", "one episode of a run's champion as a GIF/MP4 of MuJoCo frames (brax: also "
+                                       "its HTML viewer)")):
         command = sub.add_parser(name, help=help_text)
         command.add_argument("run", type=Path, nargs="?", default=None, help="a results folder of pderl-jax train")
         command.add_argument("--official", type=Path, default=None, metavar="FILE",

@@ -144,13 +144,17 @@ def _sweep_label(values: dict) -> str:
     return " ".join(f"{n}={v:g}" if isinstance(v, (int, float)) else f"{n}={v}" for n, v in zip(names, values.values()))
 
 
+def backend_label(environment: dict) -> str:
+    """"mjx", "gymnasium" or "brax spring" (brax with its physics) from a run's environment record."""
+    return " ".join(str(environment[key]) for key in ("backend", "physics") if key in environment)
+
+
 def _group_parts(record: RunRecord) -> dict:
     config = record.config
     learner = config.get("learner", {}).get("algorithm") if isinstance(config.get("learner"), dict) else None
     environment = config.get("environment") if isinstance(config.get("environment"), dict) else {}
     sweep = config.get("sweep") if isinstance(config.get("sweep"), dict) else {}
-    backend = " ".join(str(environment[k]) for k in ("backend", "physics") if k in environment)  # "brax spring"
-    return {"task": record.task, "backend": backend, "mode": record.mode,
+    return {"task": record.task, "backend": backend_label(environment), "mode": record.mode,
             "learner": learner, "sweep": sweep}
 
 

@@ -136,22 +136,30 @@ def render_episode(env, apply_actor, params, path, seed: int = 0, max_steps: int
     return {"path": str(path), "frames": frames, "return": total, "format": fmt[1:]}
 
 
-def _brax_episode(env: BraxEnvironment, policy, params, seed: int, steps: int):
-    """The brax pipeline states after each step (what brax's renderers draw), the return and dt."""
+def _compiled_episode(env, policy, params, seed: int, steps: int, keep):
+    """One deterministic episode, reset and all `steps` steps in one compilation: `keep(state)` after each
+    step (as arrays over time), the return and the length, cut at the first `done`."""
 
-    def episode(params, key):  # reset and all `steps` steps in one compilation; cut at `done` below
+    def episode(params, key):
         def step(state, _):
             state, _, reward, done = env.step(state, policy(params, state.obs))
-            return state, (state.pipeline.pipeline_state, reward, done)
+            return state, (keep(state), reward, done)
 
         return jax.lax.scan(step, env.reset(key), length=steps)[1]
 
-    trajectory, rewards, dones = jax.device_get(jax.jit(episode)(params, jax.random.key(seed)))
+    kept, rewards, dones = jax.device_get(jax.jit(episode)(params, jax.random.key(seed)))
+    length = int(np.argmax(dones)) + 1 if dones.any() else steps
+    return kept, float(np.sum(rewards[:length], dtype=np.float64)), length
+
+
+def _brax_episode(env: BraxEnvironment, policy, params, seed: int, steps: int):
+    """The brax pipeline states after each step (what brax's renderers draw), the return and dt."""
+    trajectory, total, length = _compiled_episode(env, policy, params, seed, steps,
+                                                  lambda state: state.pipeline.pipeline_state)
     if trajectory is None:  # a brax env not built on a physics pipeline
         raise ConfigError(f"{env.description} keeps no pipeline state to render")
-    length = int(np.argmax(dones)) + 1 if dones.any() else steps
     states = [jax.tree.map(lambda x, t=t: x[t], trajectory) for t in range(length)]
-    return states, float(np.sum(rewards[:length], dtype=np.float64)), float(env._env.dt)
+    return states, total, float(env._env.dt)
 
 
 def _brax_images(env: BraxEnvironment, states: list, width: int, height: int) -> list:
@@ -194,15 +202,8 @@ def _mjx_episode(env, policy, params, seed: int, steps: int, width: int, height:
     qpos and qvel are put into the host MuJoCo model of the same XML and drawn."""
     import mujoco
 
-    def episode(params, key):
-        def step(state, _):
-            state, _, reward, done = env.step(state, policy(params, state.obs))
-            return state, (state.data.qpos, state.data.qvel, reward, done)
-
-        return jax.lax.scan(step, env.reset(key), length=steps)[1]
-
-    qpos, qvel, rewards, dones = jax.device_get(jax.jit(episode)(params, jax.random.key(seed)))
-    length = int(np.argmax(dones)) + 1 if dones.any() else steps
+    (qpos, qvel), total, length = _compiled_episode(env, policy, params, seed, steps,
+                                                    lambda state: (state.data.qpos, state.data.qvel))
     headless_gl()
     model = env.host_model()
     _prepare_model(model, width, height)
@@ -217,7 +218,7 @@ def _mjx_episode(env, policy, params, seed: int, steps: int, width: int, height:
             images.append(renderer.render())
     finally:
         renderer.close()
-    return images, float(np.sum(rewards[:length], dtype=np.float64)), float(env.dt)
+    return images, total, float(env.dt)
 
 
 def _tracking_camera():

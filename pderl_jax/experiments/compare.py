@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pderl_jax.analysis.curves import find_runs, interpolate_curves
+from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curves
 from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, default_learner, load_config,
                               with_overrides)
 from pderl_jax.envs.rollout import Environment
@@ -29,7 +29,7 @@ from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
-from pderl_jax.training.run_folder import backend_label, claim_out_dir, environment_record
+from pderl_jax.training.run_folder import claim_out_dir, environment_record
 from pderl_jax.training.sweep import expand_runs, parse_seeds, train_sweep
 
 METHODS = (*EVOLUTIONARY_MODES, *LEARNER_MODES, "ppo")
@@ -213,7 +213,8 @@ def format_table(summary: dict) -> str:
 def write_table(summary: dict, out_dir: Path) -> None:
     env = summary["environment"]
     header = (f"Final champion test return, {summary['task']} ({backend_label(env)}, episodes of "
-              f"{env['episode_length']} steps), {summary['frames']} frames, seeds {summary['seeds']}; wall-clock on {summary['device']}.\n\n")
+              f"{env['episode_length']} steps), {summary['frames']} frames, seeds {summary['seeds']}; "
+              f"wall-clock on {summary['device']}.\n\n")
     paper = ""
     if summary["task"] in TABLE1:
         paper = (f"\nNext to the paper's Table 1 (gym {summary['task']} v2 on MuJoCo 2.0, five seeds, "

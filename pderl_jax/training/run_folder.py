@@ -32,13 +32,6 @@ def environment_record(env: Environment) -> dict:
     return record
 
 
-def backend_label(record: dict) -> str:
-    """"mjx", "gymnasium", or "brax spring" (brax with its physics) from an environment record."""
-    if "physics" in record:
-        return f"{record['backend']} {record['physics']}"
-    return str(record.get("backend"))
-
-
 def environment_from_record(record: dict, task: str) -> Environment:
     """The environment a `config.json` environment record describes (inverse of `environment_record`).
     Records of version 0.2.0 name brax's physics pipeline as the backend."""
@@ -130,5 +123,5 @@ def open_run(run_dir: Path, print_fn: Callable[[str], None] = print) -> SavedRun
     return SavedRun(Path(run_dir), config, env, trainer, state, meta)
 
 
-__all__ = ["RUN_FILES", "claim_out_dir", "run_record", "read_run_config", "environment_record", "backend_label",
+__all__ = ["RUN_FILES", "claim_out_dir", "run_record", "read_run_config", "environment_record",
            "environment_from_record", "SavedRun", "open_run"]
