@@ -35,6 +35,13 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def _number(word: str) -> int | float:
+    try:
+        return int(word)
+    except ValueError:
+        return float(word)  # also inf, -inf
+
+
 def parse_env_options(items: list[str]) -> dict:
     """`--env-option NAME=VALUE ...` as keyword arguments: true/false, numbers, comma-separated numbers
     (a range: healthy_z_range=0.7,inf) or text."""
@@ -43,16 +50,9 @@ def parse_env_options(items: list[str]) -> dict:
         name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"--env-option {item!r} must look like NAME=VALUE (e.g. ctrl_cost_weight=0.2)")
-
-        def number(word):
-            try:
-                return int(word)
-            except ValueError:
-                return float(word)  # also inf, -inf
-
         text = text.strip()
         try:
-            value = tuple(number(w) for w in text.split(",")) if "," in text else number(text)
+            value = tuple(_number(w) for w in text.split(",")) if "," in text else _number(text)
         except ValueError:
             value = {"true": True, "false": False}.get(text.lower(), text)
         options[name.strip()] = value

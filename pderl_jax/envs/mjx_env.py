@@ -287,9 +287,9 @@ class MjxEnvironment:
                               f"choose from {', '.join(spec.options)} (or MJX's contact_frames, solver_iterations, "
                               "ls_iterations)")
         self.spec = spec = dataclasses.replace(spec, **options)
-        self.options = {**options, **{name: value for name, value in (
-            ("contact_frames", contact_frames), ("solver_iterations", solver_iterations),
-            ("ls_iterations", ls_iterations)) if value is not None and (name, value) != ("contact_frames", "mujoco")}}
+        own = {"contact_frames": contact_frames, "solver_iterations": solver_iterations, "ls_iterations": ls_iterations}
+        defaults = {"contact_frames": "mujoco", "solver_iterations": None, "ls_iterations": None}
+        self.options = {**options, **{name: value for name, value in own.items() if value != defaults[name]}}
         self.episode_length = episode_length
         self.env_id = GYMNASIUM_IDS[self.task]
 
