@@ -8,7 +8,7 @@ A KDE's tails fall off with the kernel width beyond the last sample, far faster 
 visited-state distribution does, which inflates KL whenever the parent visits states the
 child rarely reaches. Each density is therefore a defensive mixture, 95% KDE and 5% the
 Gaussian with the sample's mean and covariance; on Gaussian test cases this cuts the worst
-error from about 100% to under 20% of the true KL.
+error from about 100% of the true KL to 0.1 + 33% of it (1,000 random pairs with KL up to 2).
 """
 
 from __future__ import annotations
