@@ -99,7 +99,7 @@ def main() -> None:
 
     env = GymnasiumEnvironment(args.env, episode_length=steps)
     table = jnp.asarray(actions)
-    policy = lambda t, obs, key: (table[t], t + 1)
+    policy = lambda t, obs, key, alive: (table[t], t + 1)
     run = jax.jit(lambda k: rollout(env, k, n, policy, jnp.int32(0))[0].frames)
     seconds["backend"] = timed(lambda: int(run(jax.random.key(0))))
 

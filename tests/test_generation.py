@@ -8,6 +8,7 @@ from toy_envs import CounterEnv
 
 from pderl_jax.config import load_config
 from pderl_jax.envs import rollout
+from pderl_jax.learner.noise import exploration_noise
 from pderl_jax.training import Trainer
 
 
@@ -105,7 +106,7 @@ def test_fitness_is_the_mean_return_over_trials():
     fitness, items, valid, frames = jax.jit(trainer.evaluate_population, static_argnums=2)(key, members, 2)
     # The same episodes, run directly: member i's trials are columns 2i and 2i + 1.
     params = jax.tree.map(lambda x: jnp.repeat(x, 2, axis=0), members)
-    episodes, _ = rollout(trainer.env, key, 8, lambda p, obs, _: (jax.vmap(trainer.apply_actor)(p, obs), p), params)
+    episodes, _ = rollout(trainer.env, key, 8, lambda p, obs, *_: (jax.vmap(trainer.apply_actor)(p, obs), p), params)
     returns = np.asarray(episodes.episode_return).reshape(4, 2)
     np.testing.assert_allclose(np.asarray(fitness), returns.mean(axis=1), rtol=1e-6, err_msg=f"seed={seed}")
     lengths = np.asarray(episodes.episode_length).reshape(4, 2)
@@ -147,3 +148,43 @@ def test_negative_update_count_is_rejected():
 
     with pytest.raises(ConfigError, match="learner.updates_per_generation = -1 must be >= 0"):
         load_config("hopper", {"learner.updates_per_generation": -1})
+
+
+def test_the_two_batched_rollouts_equal_the_four_separate_ones():
+    """Evaluation + exploration in one rollout, both tests in another: each part equals its own rollout.
+
+    Equal up to float32 rounding: XLA may round an actor's output differently by one unit in the
+    last place when it is part of a larger program; frames, masks and storage order are exact.
+    """
+    seed = int(np.random.default_rng().integers(2**31))
+    trainer, generation = make()
+    state, _ = generation(trainer.init(jax.random.key(seed)))  # the learner has started updating
+    after, metrics = generation(state)
+    _, eval_key, champion_key, _, explore_key, _, test_key = jax.random.split(state.key, 7)
+    members = state.evolution.population.members
+    fitness, items, valid, frames = jax.jit(trainer.evaluate_population, static_argnums=2)(eval_key, members, 2)
+    rl_items, rl_valid, rl_frames, explored = jax.jit(trainer.explore)(explore_key, state.learner, trainer.config)
+    close = lambda a, b, what: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7,
+                                                          err_msg=f"seed={seed} {what}")
+    close(metrics.fitness, fitness, "fitness")
+    assert int(metrics.generation_frames) == int(frames) + int(rl_frames), f"seed={seed}"
+    # the replay buffer got the population's transitions, then the exploration episode's, as before
+    start, count = int(state.replay.size), int(metrics.generation_frames)
+    assert int(after.replay.size) == start + count, f"seed={seed}"
+    for name in items.__dataclass_fields__:
+        population_steps = np.asarray(getattr(items, name)).reshape(-1, *getattr(items, name).shape[2:])
+        expected = np.concatenate([population_steps[np.asarray(valid).reshape(-1)],
+                                   np.asarray(getattr(rl_items, name))[np.asarray(rl_valid)]])
+        close(np.asarray(getattr(after.replay.data, name))[start:start + count], expected, name)
+    close(after.learner.noise, explored.noise, "exploration noise")
+    # the noise advanced once per step of the exploration episode (official), not over the masked steps
+    assert trainer.config.learner.exploration == "ou"
+    step_keys = jax.random.split(jax.random.split(explore_key)[1], trainer.env.episode_length)
+    noise = state.learner.noise
+    for t in range(int(rl_frames)):
+        _, noise = exploration_noise(step_keys[t], noise, trainer.config.learner)
+    close(explored.noise, noise, "noise steps")
+    champion = jax.tree.map(lambda x: x[int(np.argmax(np.asarray(fitness)))], members)
+    test = jax.jit(trainer.test_actor)
+    close(metrics.champion_test, test(champion_key, champion), "champion test")
+    close(metrics.rl_test, test(test_key, after.learner.actor), "RL test")

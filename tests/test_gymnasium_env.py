@@ -19,7 +19,7 @@ def reset_seeds(key, n):
 def fixed_actions_policy(actions):
     table = jnp.asarray(actions)
 
-    def policy(t, obs, key):
+    def policy(t, obs, key, alive):
         return jnp.broadcast_to(table[t], (obs.shape[0], table.shape[1])), t + 1
 
     return policy
@@ -61,7 +61,7 @@ def test_returns_and_lengths_match_gymnasium_stepped_by_hand(env_id, horizon):
 
 def test_same_key_same_episodes_different_key_different_episodes():
     env = GymnasiumEnvironment("walker2d", episode_length=20)
-    policy = lambda carry, obs, key: (jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1), carry)
+    policy = lambda carry, obs, key, alive: (jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1), carry)
     run = jax.jit(lambda k: rollout(env, k, 2, policy, None)[0].episode_return)
     a, b, c = run(jax.random.key(4)), run(jax.random.key(4)), run(jax.random.key(5))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # exact: one program, same key

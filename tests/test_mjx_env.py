@@ -125,7 +125,7 @@ class Probe:
         return np.split(np.asarray(probe_obs, np.float64), edges, axis=-1)
 
 
-def policy(carry, obs, key):
+def policy(carry, obs, key, alive):
     """Per episode: clip(table[t] + tanh(obs @ W + b)); tables replay actions, W and b make a linear policy."""
     t, table, weights, bias = carry
     linear = jnp.tanh(jnp.einsum("no,noa->na", obs[:, :weights.shape[1]], weights) + bias)

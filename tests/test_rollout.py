@@ -1,4 +1,4 @@
-"""Batched rollouts: masking after termination, exact frame counts, time-limit flags, ordering."""
+"""Batched rollouts: masking after termination, exact frame counts, time-limit flags, ordering, early exit."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from toy_envs import CounterState
 
+from pderl_jax.buffers.ring import Transition
 from pderl_jax.config import ConfigError
 from pderl_jax.envs import BraxEnvironment, episode_major, rollout
+from pderl_jax.envs.mjx_env import MjxEnvironment
+from pderl_jax.envs.rollout import batched_functions
 
 
 class CounterEnv:
@@ -15,12 +18,13 @@ class CounterEnv:
 
     obs_dim, action_dim = 2, 1
 
-    def __init__(self, episode_length, max_lifetime):
+    def __init__(self, episode_length, max_lifetime, min_lifetime=1):
         self.episode_length = episode_length
         self.max_lifetime = max_lifetime
+        self.min_lifetime = min_lifetime
 
     def reset(self, key):
-        lifetime = jax.random.randint(key, (), 1, self.max_lifetime + 1).astype(jnp.float32)
+        lifetime = jax.random.randint(key, (), self.min_lifetime, self.max_lifetime + 1).astype(jnp.float32)
         return CounterState(obs=jnp.stack([0.0, lifetime]), t=jnp.float32(0), lifetime=lifetime)
 
     def step(self, state, action):
@@ -29,7 +33,7 @@ class CounterEnv:
         return CounterState(obs=obs, t=t, lifetime=state.lifetime), obs, 1.0 + action[0], t >= state.lifetime
 
 
-def gain_policy(gains, obs, key):
+def gain_policy(gains, obs, key, alive):
     return jnp.tanh(gains[:, None] * obs[:, :1] / 100.0), gains
 
 
@@ -81,15 +85,98 @@ def test_episode_major_orders_each_members_trials_in_sequence():
             np.testing.assert_array_equal(np.asarray(valid[g, block]), np.asarray(result.valid[:, column]))
 
 
-def test_brax_task_rolls_out_with_masks():
+def masked_scan_rollout(env, key, num_episodes, policy, carry):
+    """The reference: every episode scanned over the whole horizon, steps after its end masked out."""
+    reset, step_all = batched_functions(env)
+    reset_key, step_key = jax.random.split(key)
+    state = reset(jax.random.split(reset_key, num_episodes))
+    horizon = env.episode_length
+
+    def body(loop, inputs):
+        state, alive, carry = loop
+        t, key = inputs
+        obs = state.obs
+        action, carry = policy(carry, obs, key, alive)
+        state, next_obs, reward, terminated = step_all(state, action)
+        done = terminated.astype(bool) | (t == horizon - 1)
+        step = Transition(state=obs, action=action, next_state=next_obs, reward=jnp.where(alive, reward, 0.0),
+                          done=done.astype(jnp.float32),
+                          truncated=((t == horizon - 1) & ~terminated.astype(bool)).astype(jnp.float32))
+        return (state, alive & ~done, carry), (step, alive)
+
+    inputs = (jnp.arange(horizon), jax.random.split(step_key, horizon))
+    (_, _, carry), (steps, valid) = jax.lax.scan(body, (state, jnp.ones(num_episodes, bool), carry), inputs)
+    return steps, valid, jnp.sum(steps.reward, axis=0), carry
+
+
+def random_policy(action_dim):
+    """Uniform random actions; the carry counts the steps of running episodes (frames)."""
+    def policy(frames, obs, key, alive):
+        return jax.random.uniform(key, (obs.shape[0], action_dim), minval=-1.0), frames + jnp.sum(alive)
+    return policy
+
+
+def assert_same_as_masked_scan(env, seed, num_episodes):
+    """Early exit gives exactly the masked scan's valid transitions, masks, returns, lengths and carry."""
+    policy = random_policy(env.action_dim)
+    key = jax.random.key(seed)
+    fast, carry = jax.jit(lambda k: rollout(env, k, num_episodes, policy, jnp.int32(0)))(key)
+    steps, valid, returns, reference_carry = jax.jit(lambda k: masked_scan_rollout(env, k, num_episodes, policy,
+                                                                          jnp.int32(0)))(key)
+    msg = f"seed={seed}"
+    valid = np.asarray(valid)
+    np.testing.assert_array_equal(np.asarray(fast.valid), valid, err_msg=msg)
+    for name in Transition.__dataclass_fields__:
+        np.testing.assert_array_equal(np.asarray(getattr(fast.transitions, name))[valid],
+                                      np.asarray(getattr(steps, name))[valid], err_msg=f"{msg} {name}")
+    assert not np.asarray(fast.transitions.reward)[~valid].any(), msg
+    np.testing.assert_array_equal(np.asarray(fast.episode_return), np.asarray(returns), err_msg=msg)
+    np.testing.assert_array_equal(np.asarray(fast.episode_length), valid.sum(axis=0), err_msg=msg)
+    assert int(carry) == int(reference_carry) == int(fast.frames) == valid.sum(), msg
+    return fast
+
+
+@pytest.mark.parametrize("episode_length,min_lifetime,max_lifetime", [
+    (12, 1, 20),  # mixed: some terminate, some are cut by the time limit
+    (9, 1, 1),  # every episode terminates at its first step
+    (9, 10, 30),  # none terminates: all cut at the horizon
+])
+def test_early_exit_equals_the_masked_scan_on_a_toy_task(episode_length, min_lifetime, max_lifetime):
+    seed = int(np.random.default_rng().integers(2**31))
+    fast = assert_same_as_masked_scan(CounterEnv(episode_length, max_lifetime, min_lifetime), seed, 7)
+    assert int(fast.episode_length.max()) == min(max_lifetime, episode_length) or min_lifetime > 1
+
+
+def test_the_loop_stops_at_the_longest_episode_also_under_vmap():
+    """A carry counting loop iterations shows the exit; vmapped runs each equal their own run."""
+    rng = np.random.default_rng()
+    seed = int(rng.integers(2**31))
+    env = CounterEnv(episode_length=50, max_lifetime=12)
+    count_steps = lambda calls, obs, key, alive: (jnp.zeros((obs.shape[0], 1)), calls + 1)
+    run = jax.jit(lambda k: rollout(env, k, 3, count_steps, jnp.int32(0)))
+    keys = jax.random.split(jax.random.key(seed), 4)
+    batched, calls = jax.jit(jax.vmap(lambda k: rollout(env, k, 3, count_steps, jnp.int32(0))))(keys)
+    for i in range(4):
+        single, single_calls = run(keys[i])
+        assert int(single_calls) == int(single.episode_length.max()) <= 12, f"seed={seed}"
+        assert int(calls[i]) == int(single_calls), f"seed={seed}"  # a finished run stops counting
+        for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(jax.tree.map(lambda x: x[i], batched))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"seed={seed}")
+
+
+def test_brax_task_rolls_out_with_masks_and_exits_like_the_masked_scan():
     env = BraxEnvironment("hopper", backend="positional", episode_length=30)
     assert (env.obs_dim, env.action_dim) == (11, 3)
-    policy = lambda carry, obs, key: (jnp.clip(jax.random.normal(key, (obs.shape[0], 3)), -1, 1), carry)
-    result, _ = jax.jit(lambda k: rollout(env, k, 4, policy, None))(jax.random.key(1))
+    result = assert_same_as_masked_scan(env, int(np.random.default_rng().integers(2**31)), 4)
     lengths = np.asarray(result.episode_length)
     assert ((lengths >= 1) & (lengths <= 30)).all()
-    assert int(result.frames) == int(np.asarray(result.valid).sum())
     assert np.isfinite(np.asarray(result.episode_return)).all()
+
+
+def test_mjx_task_exits_like_the_masked_scan():
+    """Hopper-v5 on MJX under random actions: episodes of mixed lengths, some cut at the horizon."""
+    env = MjxEnvironment("hopper", episode_length=40)
+    assert_same_as_masked_scan(env, int(np.random.default_rng().integers(2**31)), 6)
 
 
 @pytest.mark.parametrize("task,backend,length,fragment", [
@@ -110,6 +197,6 @@ def test_auto_physics_picks_a_pipeline_the_task_supports(task, expected):
     assert env.obs_dim == {"swimmer": 8, "halfcheetah": 17, "ant": 27}[task]
     if task == "swimmer":  # brax's fluid model (viscosity) runs under current JAX
         env.episode_length = 5
-        policy = lambda carry, obs, key: (jax.random.uniform(key, (obs.shape[0], 2), minval=-1, maxval=1), carry)
+        policy = lambda carry, obs, key, alive: (jax.random.uniform(key, (obs.shape[0], 2), minval=-1, maxval=1), carry)
         result, _ = jax.jit(lambda k: rollout(env, k, 2, policy, None))(jax.random.key(0))
         assert int(result.frames) == 10 and np.isfinite(np.asarray(result.episode_return)).all()

@@ -49,7 +49,7 @@ def behaviour(trainer, key: jax.Array, actors: dict, episodes: int) -> Behaviour
     """
     m = jax.tree.leaves(actors)[0].shape[0]
     params = jax.tree.map(lambda x: jnp.repeat(x, episodes, axis=0), actors)
-    policy = lambda p, obs, _: (jax.vmap(trainer.apply_actor)(p, obs), p)
+    policy = lambda p, obs, *_: (jax.vmap(trainer.apply_actor)(p, obs), p)
     reset_keys = jax.random.split(key, episodes)[jnp.tile(jnp.arange(episodes), m)]
     result, _ = rollout(trainer.env, key, m * episodes, policy, params, reset_keys=reset_keys)
     items, valid = episode_major(result, m)

@@ -1,13 +1,16 @@
-"""Episodes of many policies at once as one batched environment inside one `lax.scan`.
+"""Episodes of many policies at once as one batched environment, stepped until all have ended.
 
 An environment here is anything with `obs_dim`, `action_dim`, `episode_length` and two pure
 functions, `reset(key) -> state` and `step(state, action) -> (state, obs, reward, terminated)`,
 where `state.obs` is the current observation. Such an environment describes one episode and
 is vmapped here; an environment with `batched = True` (a host simulator stepped through a
 callback) instead takes `reset(keys[N])` and `step(state, actions[N])` for all N episodes at once.
-Each of the N parallel episodes runs until it terminates or reaches `episode_length` steps;
-after that its steps are masked out, so they add neither reward nor frames nor stored
-transitions.
+
+Each of the N parallel episodes runs until it terminates or reaches `episode_length` steps.
+The batch is stepped in a `lax.while_loop` that exits once every episode has ended, so a
+rollout costs its longest episode, not the horizon: the steps are written into fixed-size
+[episode_length, N] buffers whose later rows stay masked out (no reward, frames or stored
+transitions). Under `vmap` (sweeps, seeds) the loop runs until the slowest run's episodes end.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax import lax
 
 from pderl_jax.buffers.ring import Transition
 
-# policy(carry, observations[N, obs], key) -> (actions[N, act], carry)
-Policy = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
+# policy(carry, observations[N, obs], key, alive[N]) -> (actions[N, act], carry); `alive` marks the
+# episodes still running, so that a carry (exploration noise) advances only with its own episode.
+Policy = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 
 class Environment(Protocol):
@@ -55,32 +60,61 @@ class Rollout:
     def frames(self) -> jax.Array:
         return jnp.sum(self.episode_length)
 
+    def episodes(self, start: int, stop: int) -> Rollout:
+        """Episodes start..stop-1 of the batch, as a rollout of their own."""
+        return Rollout(transitions=jax.tree.map(lambda x: x[:, start:stop], self.transitions),
+                       valid=self.valid[:, start:stop], episode_return=self.episode_return[start:stop],
+                       episode_length=self.episode_length[start:stop])
+
+
+def initial_state_keys(key: jax.Array, num_episodes: int) -> jax.Array:
+    """The keys of the initial states that `rollout(env, key, num_episodes, ...)` draws."""
+    return jax.random.split(jax.random.split(key)[0], num_episodes)
+
+
+def side_by_side(*groups: tuple[int, Policy]) -> Policy:
+    """One policy over consecutive groups of episodes, each group acted by its own policy and carry.
+
+    Batching rollouts that do not depend on each other into one: `groups` are (episodes, policy)
+    pairs; the carry is the tuple of the groups' carries, and every group sees only its own
+    observations and `alive` flags (and the step's key, which deterministic policies ignore).
+    """
+    edges = np.cumsum([0] + [n for n, _ in groups]).tolist()
+
+    def policy(carries, obs, key, alive):
+        outputs = [group_policy(carry, obs[lo:hi], key, alive[lo:hi])
+                   for (_, group_policy), carry, lo, hi in zip(groups, carries, edges[:-1], edges[1:])]
+        return jnp.concatenate([actions for actions, _ in outputs]), tuple(carry for _, carry in outputs)
+
+    return policy
+
 
 def rollout(env: Environment, key: jax.Array, num_episodes: int, policy: Policy, carry: Any,
             reset_keys: jax.Array | None = None) -> tuple[Rollout, Any]:
     """Run `num_episodes` episodes in lockstep; returns the rollout and the final policy carry.
 
     `reset_keys` [num_episodes] fixes each episode's initial state (common random numbers when
-    several policies are compared); by default they are drawn from `key`.
+    several policies are compared); by default they are drawn from `key`. Step t's policy key
+    is `jax.random.split(step_key, episode_length)[t]`, whenever the loop exits.
 
     `done` in the stored transitions is the official flag (termination or time limit);
     `truncated` marks episodes cut by the time limit without terminating.
     """
-    reset_key, step_key = jax.random.split(key)
+    step_key = jax.random.split(key)[1]
     reset, step_all = batched_functions(env)
-    state = reset(jax.random.split(reset_key, num_episodes) if reset_keys is None else reset_keys)
+    state = reset(initial_state_keys(key, num_episodes) if reset_keys is None else reset_keys)
     horizon = env.episode_length
+    step_keys = jax.random.split(step_key, horizon)
 
-    def body(scan_carry, inputs):
-        state, alive, policy_carry = scan_carry
-        t, key = inputs
+    def step(loop):
+        t, state, alive, policy_carry, steps, valid = loop
         obs = state.obs
-        action, policy_carry = policy(policy_carry, obs, key)
+        action, policy_carry = policy(policy_carry, obs, step_keys[t], alive)
         state, next_obs, reward, terminated = step_all(state, action)
         terminated = terminated.astype(bool)
         time_limit = t == horizon - 1
         done = terminated | time_limit
-        step = Transition(
+        transition = Transition(
             state=obs,
             action=action,
             next_state=next_obs,
@@ -88,11 +122,20 @@ def rollout(env: Environment, key: jax.Array, num_episodes: int, policy: Policy,
             done=done.astype(jnp.float32),
             truncated=(time_limit & ~terminated).astype(jnp.float32),
         )
-        return (state, alive & ~done, policy_carry), (step, alive)
+        steps = jax.tree.map(lambda buffer, x: buffer.at[t].set(x.astype(buffer.dtype)), steps, transition)
+        return t + 1, state, alive & ~done, policy_carry, steps, valid.at[t].set(alive)
 
+    def running(loop):
+        t, _, alive, *_ = loop
+        return jnp.any(alive) & (t < horizon)
+
+    obs = state.obs
+    empty = lambda *shape, dtype=obs.dtype: jnp.zeros((horizon, num_episodes, *shape), dtype)
+    steps = Transition(state=empty(*obs.shape[1:]), action=empty(env.action_dim), next_state=empty(*obs.shape[1:]),
+                       reward=empty(), done=empty(dtype=jnp.float32), truncated=empty(dtype=jnp.float32))
     alive = jnp.ones((num_episodes,), bool)
-    inputs = (jnp.arange(horizon), jax.random.split(step_key, horizon))
-    (_, _, carry), (steps, valid) = lax.scan(body, (state, alive, carry), inputs)
+    loop = (jnp.int32(0), state, alive, carry, steps, jnp.zeros((horizon, num_episodes), bool))
+    _, _, _, carry, steps, valid = lax.while_loop(running, step, loop)
     result = Rollout(
         transitions=steps,
         valid=valid,

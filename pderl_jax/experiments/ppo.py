@@ -126,7 +126,7 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, print_fn=print) -> Non
 
 def test_policy(env, policy, key) -> float:
     """Mean return of TEST_EPISODES deterministic episodes of a brax.training policy (our rollout)."""
-    def act(carry, obs, step_key):
+    def act(carry, obs, step_key, alive):
         actions, _ = jax.vmap(policy, in_axes=(0, None))(obs, step_key)
         return actions, carry
 

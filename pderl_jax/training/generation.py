@@ -1,12 +1,15 @@
 """One PDERL generation as a pure function (official `Agent.train`, algorithm reference 4.3).
 
-    fitness      = evaluate(population)            # xi episodes each; stored; frames counted
-    champion     = test(best member)               # 5 episodes, free, for logging
+    fitness, exploration = rollout(population, RL actor + OU noise)  # xi episodes each + 1; stored
     population   = evolve(population, fitness)     # selection, distillation, proximal mutation
-    exploration  = RL actor + OU noise episode     # stored; frames counted
     learner      = train(learner, replay, frames)  # one update per stored frame
-    rl_test      = test(RL actor)                  # 5 episodes, free
+    champion_test, rl_test = rollout(best member, RL actor)          # 5 episodes each, free
     every omega generations: copy the RL actor into the worst slot
+
+The official code runs four rollouts in turn (evaluation, champion test, exploration, RL test);
+those that do not depend on each other share one batched rollout here, so a generation
+compiles and steps the physics twice. Each episode keeps the initial state and noise keys it
+had as a rollout of its own, so the results equal the four separate rollouts'.
 
 Modes erl/perl/derl swap the operators inside `evolve`; everything else is shared. The
 learner-only modes (ddpg, td3) run `learner_generation`: exploration episode, updates, RL test.
@@ -21,7 +24,7 @@ from flax import struct
 
 from pderl_jax.buffers import RingBuffer, memories_add, ring_add, ring_init
 from pderl_jax.config import Config
-from pderl_jax.envs.rollout import Environment, episode_major, rollout
+from pderl_jax.envs.rollout import Environment, Policy, Rollout, episode_major, initial_state_keys, rollout, side_by_side
 from pderl_jax.learner.ddpg import Learner, LearnerState
 from pderl_jax.networks import apply_actor, init_population, make_actor
 from pderl_jax.operators.evolution import evolve
@@ -108,35 +111,73 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ steps of a generation
+    def population_policy(self, params, obs, *_):
+        """Each episode acted by its own member's parameters (params [N, ...])."""
+        return jax.vmap(self.apply_actor)(params, obs), params
+
+    def actor_policy(self, params, obs, *_):
+        """Every episode acted by one actor, without noise."""
+        return self.apply_actor(params, obs), params
+
+    def exploration_policy(self, learner_state: LearnerState, config: Config) -> Policy:
+        """The RL actor plus exploration noise on one episode; the noise advances with its steps, never reset."""
+        def policy(noise, obs, step_key, alive):
+            action, acting = self.learner.explore(learner_state.replace(noise=noise), obs[0], step_key, config.learner)
+            return action[None], jnp.where(alive[0], acting.noise, noise)
+
+        return policy
+
+    def fitness(self, episodes: Rollout, members: int, num_evals: int):
+        """Mean return over each member's xi episodes, and the transitions in storage order."""
+        fitness = episodes.episode_return.reshape(members, num_evals).mean(axis=1)
+        items, valid = episode_major(episodes, members)
+        return fitness, items, valid, episodes.frames
+
     def evaluate_population(self, key, members: dict, num_evals: int):
         """xi deterministic episodes per member: fitness, and the transitions in storage order."""
         k = jax.tree.leaves(members)[0].shape[0]
         params = jax.tree.map(lambda x: jnp.repeat(x, num_evals, axis=0), members)
-        policy = lambda p, obs, _: (jax.vmap(self.apply_actor)(p, obs), p)
-        episodes, _ = rollout(self.env, key, k * num_evals, policy, params)
-        fitness = episodes.episode_return.reshape(k, num_evals).mean(axis=1)
-        items, valid = episode_major(episodes, k)
-        return fitness, items, valid, episodes.frames
+        episodes, _ = rollout(self.env, key, k * num_evals, self.population_policy, params)
+        return self.fitness(episodes, k, num_evals)
+
+    def explore(self, key, learner_state: LearnerState, config: Config):
+        """One episode of the RL actor with exploration noise: its transitions, frames and advanced noise."""
+        episodes, noise = rollout(self.env, key, 1, self.exploration_policy(learner_state, config), learner_state.noise)
+        return self.exploration(episodes, learner_state.replace(noise=noise))
+
+    @staticmethod
+    def exploration(episodes: Rollout, learner_state: LearnerState):
+        items, valid = episode_major(episodes, 1)
+        return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state
+
+    def evaluate_and_explore(self, eval_key, explore_key, members: dict, learner_state: LearnerState,
+                             config: Config):
+        """`evaluate_population(eval_key, ...)` and `explore(explore_key, ...)` as one rollout."""
+        evaluations = jax.tree.leaves(members)[0].shape[0] * config.evolution.num_evals
+        params = jax.tree.map(lambda x: jnp.repeat(x, config.evolution.num_evals, axis=0), members)
+        policy = side_by_side((evaluations, self.population_policy), (1, self.exploration_policy(learner_state, config)))
+        keys = jnp.concatenate([initial_state_keys(eval_key, evaluations), initial_state_keys(explore_key, 1)])
+        episodes, (_, noise) = rollout(self.env, explore_key, evaluations + 1, policy, (params, learner_state.noise),
+                                       reset_keys=keys)
+        evaluation = self.fitness(episodes.episodes(0, evaluations), evaluations // config.evolution.num_evals,
+                                  config.evolution.num_evals)
+        return evaluation, self.exploration(episodes.episodes(evaluations, evaluations + 1),
+                                            learner_state.replace(noise=noise))
 
     def test_actor(self, key, params):
         """Mean return of TEST_EPISODES deterministic episodes; nothing stored or counted."""
         return self.episode_returns(key, params, TEST_EPISODES).mean()
 
+    def test_actors(self, keys, actors: tuple[dict, ...]) -> jax.Array:
+        """`test_actor(keys[i], actors[i])` for every i, as one rollout: [len(actors)] mean returns."""
+        policy = side_by_side(*[(TEST_EPISODES, self.actor_policy)] * len(actors))
+        reset_keys = jnp.concatenate([initial_state_keys(key, TEST_EPISODES) for key in keys])
+        episodes, _ = rollout(self.env, keys[-1], TEST_EPISODES * len(actors), policy, actors, reset_keys=reset_keys)
+        return episodes.episode_return.reshape(len(actors), TEST_EPISODES).mean(axis=1)
+
     def episode_returns(self, key, params, episodes: int) -> jax.Array:
         """Returns of `episodes` deterministic episodes of one actor (no noise, nothing stored)."""
-        policy = lambda p, obs, _: (self.apply_actor(p, obs), p)
-        return rollout(self.env, key, episodes, policy, params)[0].episode_return
-
-    def explore(self, key, learner_state: LearnerState, config: Config):
-        """One episode of the RL actor with exploration noise (noise state carried, never reset)."""
-        def policy(noise_state, obs, step_key):
-            acting = learner_state.replace(noise=noise_state)
-            action, acting = self.learner.explore(acting, obs[0], step_key, config.learner)
-            return action[None], acting.noise
-
-        episodes, noise = rollout(self.env, key, 1, policy, learner_state.noise)
-        items, valid = episode_major(episodes, 1)
-        return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state.replace(noise=noise)
+        return rollout(self.env, key, episodes, self.actor_policy, params)[0].episode_return
 
     def train_learner(self, key, learner_state: LearnerState, replay: RingBuffer, frames, config: Config):
         """The learner's updates: a fixed count per generation (static) or one per stored frame."""
@@ -159,26 +200,22 @@ class Trainer:
         population = state.evolution.population
         chex.assert_tree_shape_prefix(population, (evo.pop_size,))
 
-        fitness, items, valid, population_frames = self.evaluate_population(eval_key, population.members,
-                                                                             evo.num_evals)
+        (fitness, items, valid, population_frames), (rl_items, rl_valid, rl_frames, learner_state) = \
+            self.evaluate_and_explore(eval_key, explore_key, population.members, state.learner, config)
         population = population.replace(memories=memories_add(population.memories, items, valid))
         replay = ring_add(state.replay, _flatten(items), valid.reshape(-1))
-
+        replay = ring_add(replay, rl_items, rl_valid)
+        rl_memory = ring_add(state.evolution.rl_memory, rl_items, rl_valid)
         champion = jax.tree.map(lambda x: x[jnp.argmax(fitness)], population.members)
-        champion_test = self.test_actor(champion_key, champion)
 
         q_fn = lambda s, a: self.learner.q1(state.learner.critic, s, a)
         population, info = evolve(evolve_key, population, fitness, self.apply_actor, q_fn, config,
                                   state.evolution.rl_slot)
         selection = state.evolution.selection.update(info.plan.rl_outcome)
 
-        rl_items, rl_valid, rl_frames, learner_state = self.explore(explore_key, state.learner, config)
-        replay = ring_add(replay, rl_items, rl_valid)
-        rl_memory = ring_add(state.evolution.rl_memory, rl_items, rl_valid)
-
         generation_frames = population_frames + rl_frames
         learner_state, losses = self.train_learner(train_key, learner_state, replay, generation_frames, config)
-        rl_test = self.test_actor(test_key, learner_state.actor)
+        champion_test, rl_test = self.test_actors((champion_key, test_key), (champion, learner_state.actor))
 
         generation = state.generation + 1
         sync = generation % evo.sync_period == 0
