@@ -3,13 +3,14 @@
 Paper settings on a brax task (default HalfCheetah, population 10). After one warm-up
 generation, `--generations` generations are timed through the same jitted step that
 `pderl-jax train` uses. The split times each stage on its own (jitted separately, on the
-state reached after warm-up): population rollouts, test episodes, RL exploration, learner
-updates (one per frame of the timed generation), crossovers and mutations; "other" is the
+state reached after warm-up): the rollout of the population's evaluation with the RL
+exploration episode, the rollout of both test actors, learner updates (one per frame of the
+timed generation), crossovers and mutations; "other" is the
 rest of the generation's time (buffer writes, selection, sync, host overhead).
 
-Memory: host peak RSS while compiling, host RSS once compiled (after returning the
-compiler's freed pages to the OS) and at the end of the timed generations, and XLA's own
-account of the generation program (arguments + temporaries: what a GPU would hold).
+Memory: host peak RSS (reached while compiling), host RSS at the end of the timed generations
+(after returning the compiler's freed pages to the OS), and XLA's own account of the generation
+program (arguments + temporaries: what a GPU would hold).
 
     python benchmarks/generation.py [--env halfcheetah] [--pop-size 10] [--generations 3]
                                     [--backends brax,mjx,gymnasium]
@@ -41,7 +42,7 @@ from pderl_jax.training.hostmem import current_rss_mib, peak_rss_mib, release_fr
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.evolution import mutate_population
 from pderl_jax.training import Trainer
-from timing import best_time  # benchmarks/timing.py (scripts run from this folder's path)
+from timing import best_time, time_generations  # benchmarks/timing.py (scripts run from this folder's path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -99,39 +100,24 @@ def measure(args, backend: str) -> dict:
     config = load_config(args.env, {"mode": args.mode, "evolution.pop_size": args.pop_size})
     env = make_environment(args.env, backend, physics=args.physics if backend == "brax" else "auto")
     trainer = Trainer(config, env)
-    state = jax.jit(trainer.init)(jax.random.key(0))
-    jax.block_until_ready(state)
-
-    start = time.perf_counter()
-    generation = jax.jit(trainer.generation, donate_argnums=0).lower(state).compile()
-    compile_s = time.perf_counter() - start
-    compile_peak = peak_rss_mib()
+    figures, generation, state = time_generations(trainer, args.generations)
+    compile_s, per_generation = figures["compile_s"], figures["seconds_per_generation"]
+    frames_per_generation = figures["frames_per_generation"]
+    compile_peak = peak_rss_mib()  # compiling is the peak: the timed generations hold far less
     release_freed_memory()
-    compiled_rss = current_rss_mib()
+    running_rss = current_rss_mib()
     analysis = generation.memory_analysis()
     program_mib = (analysis.argument_size_in_bytes + analysis.temp_size_in_bytes) / 2**20 if analysis else None
-
-    state, _ = generation(state)  # warm-up: fills the replay buffer past learning_starts
-    jax.block_until_ready(state)
-    frames, start = 0, time.perf_counter()
-    for _ in range(args.generations):
-        state, metrics = generation(state)
-        frames += int(metrics.generation_frames)  # forces completion of the generation
-    wall = time.perf_counter() - start
-    per_generation = wall / args.generations
-    running_rss = current_rss_mib()
-    frames_per_generation = frames / args.generations
 
     # The split: each stage alone, on the state after warm-up.
     key = jax.random.key(1)
     evo = config.evolution
     split = {}
     population = state.evolution.population
-    split["population rollouts"] = best_time(jax.jit(trainer.evaluate_population, static_argnums=2), key,
-                                             population.members, evo.num_evals)
-    test = jax.jit(trainer.test_actor)
-    split["test episodes (2 x 5)"] = 2 * best_time(test, key, state.learner.actor)
-    split["RL exploration episode"] = best_time(jax.jit(trainer.explore), key, state.learner, config)
+    split["evaluation + exploration rollout"] = best_time(
+        jax.jit(trainer.evaluate_and_explore), key, key, population.members, state.learner, config)
+    test = jax.jit(trainer.test_actors)
+    split["test rollout (2 x 5 episodes)"] = best_time(test, (key, key), (state.learner.actor, state.learner.actor))
     updates = jnp.int32(round(frames_per_generation * config.learner.updates_per_frame))
     split["learner updates"] = best_time(jax.jit(trainer.learner.train), state.learner, state.replay, key, updates,
                                          config.learner, repeats=1)
@@ -153,8 +139,8 @@ def measure(args, backend: str) -> dict:
         "device": f"{device.platform}: {device.device_kind}", "cpu_count": os.cpu_count(),
         "host": platform.processor() or platform.machine(), "jax": jax.__version__,
         "compile_s": compile_s, "seconds_per_generation": per_generation,
-        "frames_per_generation": frames_per_generation, "frames_per_s": frames / wall,
-        "memory_mib": {"compile_peak_rss": compile_peak, "rss_after_compile": compiled_rss,
+        "frames_per_generation": frames_per_generation, "frames_per_s": figures["frames_per_s"],
+        "memory_mib": {"compile_peak_rss": compile_peak,
                        "rss_while_training": running_rss, "xla_arguments_plus_temporaries": program_mib},
         "split_s": split,
     }
@@ -162,7 +148,7 @@ def measure(args, backend: str) -> dict:
           f"{results['device']} ({results['cpu_count']} CPUs), jax {results['jax']}")
     print(f"frames/s {results['frames_per_s']:.1f} | s/generation {per_generation:.2f} "
           f"({frames_per_generation:.0f} frames) | compile {compile_s:.1f} s")
-    print(f"memory: host RSS peak while compiling {compile_peak:.0f} MiB, after compiling {compiled_rss:.0f} MiB, "
+    print(f"memory: host RSS peak (while compiling) {compile_peak:.0f} MiB, "
           f"while training {running_rss:.0f} MiB; XLA program (arguments + temporaries) {program_mib:.0f} MiB")
     print(f"| {'stage':<34} | {'seconds':>8} | {'share':>6} |")
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 8}|")

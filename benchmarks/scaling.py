@@ -37,12 +37,10 @@ def device_name() -> str:
 def population_scaling(args) -> dict:
     import jax
 
-    from pderl_jax.buffers import memories_add
     from pderl_jax.config import load_config
     from pderl_jax.envs import BraxEnvironment
-    from pderl_jax.operators.evolution import evolve
     from pderl_jax.training import Trainer
-    from timing import best_time
+    from timing import best_time, evolutionary_part
 
     env = BraxEnvironment(args.env, episode_length=args.episode_length)
     rows = []
@@ -50,19 +48,9 @@ def population_scaling(args) -> dict:
         config = load_config(args.env, {"evolution.pop_size": k})
         trainer = Trainer(config, env)
         state = jax.jit(trainer.init)(jax.random.key(0))
-        evo = config.evolution
-
-        def evolutionary_part(state, key):
-            eval_key, evolve_key = jax.random.split(key)
-            population = state.evolution.population
-            fitness, items, valid, frames = trainer.evaluate_population(eval_key, population.members, evo.num_evals)
-            population = population.replace(memories=memories_add(population.memories, items, valid))
-            q_fn = lambda s, a: trainer.learner.q1(state.learner.critic, s, a)
-            population, _ = evolve(evolve_key, population, fitness, trainer.apply_actor, q_fn, config)
-            return population, frames
 
         start = time.perf_counter()
-        step = jax.jit(evolutionary_part).lower(state, jax.random.key(1)).compile()
+        step = jax.jit(evolutionary_part(trainer)).lower(state, jax.random.key(1)).compile()
         compile_s = time.perf_counter() - start
         population, _ = step(state, jax.random.key(1))  # memories filled: full-size distillation
         state = state.replace(evolution=state.evolution.replace(population=population))
