@@ -36,7 +36,7 @@ SMOKE = {"overrides": {"evolution.pop_size": 4, "evolution.genetic_memory_capaci
                        "learner.replay_capacity": 512, "learner.batch_size": 8, "learner.learning_starts": 16,
                        "network.actor_hidden": "8,8", "network.critic_input_width": 8,
                        "network.critic_hidden_width": 8},
-         "episode_length": 5, "generations": 1, "seeds": 2, "populations": (2, 4)}
+         "episode_length": 5, "generations": 1, "seeds": 2, "populations": (3,)}
 
 
 def main() -> None:

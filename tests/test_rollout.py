@@ -4,13 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rollout_reference import masked_scan_rollout
 from toy_envs import CounterState
 
 from pderl_jax.buffers.ring import Transition
 from pderl_jax.config import ConfigError
 from pderl_jax.envs import BraxEnvironment, episode_major, rollout
-from pderl_jax.envs.mjx_env import MjxEnvironment
-from pderl_jax.envs.rollout import batched_functions
 
 
 class CounterEnv:
@@ -85,30 +84,6 @@ def test_episode_major_orders_each_members_trials_in_sequence():
             np.testing.assert_array_equal(np.asarray(valid[g, block]), np.asarray(result.valid[:, column]))
 
 
-def masked_scan_rollout(env, key, num_episodes, policy, carry):
-    """The reference: every episode scanned over the whole horizon, steps after its end masked out."""
-    reset, step_all = batched_functions(env)
-    reset_key, step_key = jax.random.split(key)
-    state = reset(jax.random.split(reset_key, num_episodes))
-    horizon = env.episode_length
-
-    def body(loop, inputs):
-        state, alive, carry = loop
-        t, key = inputs
-        obs = state.obs
-        action, carry = policy(carry, obs, key, alive)
-        state, next_obs, reward, terminated = step_all(state, action)
-        done = terminated.astype(bool) | (t == horizon - 1)
-        step = Transition(state=obs, action=action, next_state=next_obs, reward=jnp.where(alive, reward, 0.0),
-                          done=done.astype(jnp.float32),
-                          truncated=((t == horizon - 1) & ~terminated.astype(bool)).astype(jnp.float32))
-        return (state, alive & ~done, carry), (step, alive)
-
-    inputs = (jnp.arange(horizon), jax.random.split(step_key, horizon))
-    (_, _, carry), (steps, valid) = jax.lax.scan(body, (state, jnp.ones(num_episodes, bool), carry), inputs)
-    return steps, valid, jnp.sum(steps.reward, axis=0), carry
-
-
 def random_policy(action_dim):
     """Uniform random actions; the carry counts the steps of running episodes (frames)."""
     def policy(frames, obs, key, alive):
@@ -171,32 +146,3 @@ def test_brax_task_rolls_out_with_masks_and_exits_like_the_masked_scan():
     lengths = np.asarray(result.episode_length)
     assert ((lengths >= 1) & (lengths <= 30)).all()
     assert np.isfinite(np.asarray(result.episode_return)).all()
-
-
-def test_mjx_task_exits_like_the_masked_scan():
-    """Hopper-v5 on MJX under random actions: episodes of mixed lengths, some cut at the horizon."""
-    env = MjxEnvironment("hopper", episode_length=40)
-    assert_same_as_masked_scan(env, int(np.random.default_rng().integers(2**31)), 6)
-
-
-@pytest.mark.parametrize("task,backend,length,fragment", [
-    ("pong", "spring", 1000, "unknown task 'pong'"),
-    ("hopper", "bullet", 1000, "unknown brax physics 'bullet'"),
-    ("swimmer", "spring", 1000, "does not support the 'spring' physics; choose auto or one of generalized"),
-    ("hopper", "spring", 0, "episode length must be positive"),
-])
-def test_bad_environment_settings_are_rejected(task, backend, length, fragment):
-    with pytest.raises(ConfigError, match=fragment):
-        BraxEnvironment(task, backend=backend, episode_length=length)
-
-
-@pytest.mark.parametrize("task,expected", [("swimmer", "generalized"), ("halfcheetah", "spring"), ("ant", "spring")])
-def test_auto_physics_picks_a_pipeline_the_task_supports(task, expected):
-    env = BraxEnvironment(task)
-    assert (env.backend, env.physics) == ("brax", expected)
-    assert env.obs_dim == {"swimmer": 8, "halfcheetah": 17, "ant": 27}[task]
-    if task == "swimmer":  # brax's fluid model (viscosity) runs under current JAX
-        env.episode_length = 5
-        policy = lambda carry, obs, key, alive: (jax.random.uniform(key, (obs.shape[0], 2), minval=-1, maxval=1), carry)
-        result, _ = jax.jit(lambda k: rollout(env, k, 2, policy, None))(jax.random.key(0))
-        assert int(result.frames) == 10 and np.isfinite(np.asarray(result.episode_return)).all()

@@ -109,7 +109,8 @@ def rollout(env: Environment, key: jax.Array, num_episodes: int, policy: Policy,
     def step(loop):
         t, state, alive, policy_carry, steps, valid = loop
         obs = state.obs
-        action, policy_carry = policy(policy_carry, obs, step_keys[t], alive)
+        key_t = lax.dynamic_index_in_dim(step_keys, t, keepdims=False)
+        action, policy_carry = policy(policy_carry, obs, key_t, alive)
         state, next_obs, reward, terminated = step_all(state, action)
         terminated = terminated.astype(bool)
         time_limit = t == horizon - 1
@@ -122,8 +123,9 @@ def rollout(env: Environment, key: jax.Array, num_episodes: int, policy: Policy,
             done=done.astype(jnp.float32),
             truncated=(time_limit & ~terminated).astype(jnp.float32),
         )
-        steps = jax.tree.map(lambda buffer, x: buffer.at[t].set(x.astype(buffer.dtype)), steps, transition)
-        return t + 1, state, alive & ~done, policy_carry, steps, valid.at[t].set(alive)
+        write = lambda buffer, x: lax.dynamic_update_index_in_dim(buffer, x.astype(buffer.dtype), t, 0)
+        steps = jax.tree.map(write, steps, transition)
+        return t + 1, state, alive & ~done, policy_carry, steps, write(valid, alive)
 
     def running(loop):
         t, _, alive, *_ = loop
