@@ -163,23 +163,10 @@ def vmapped_seeds(backend: str, sizes: dict) -> dict:
 
 def population_sizes(backend: str, sizes: dict) -> dict:
     """The evolutionary part at each population size: compile and best of two generations."""
-    import jax
+    from timing import time_evolutionary_part
 
-    from timing import best_time, evolutionary_part
-
-    rows = []
-    for k in sizes["populations"]:
-        trainer = trainer_for(backend, sizes, **{"evolution.pop_size": k})
-        state = jax.jit(trainer.init)(jax.random.key(0))
-        start = time.perf_counter()
-        step = jax.jit(evolutionary_part(trainer)).lower(state, jax.random.key(1)).compile()
-        compile_s = time.perf_counter() - start
-        population, frames = step(state, jax.random.key(1))  # memories filled: full-size distillation
-        state = state.replace(evolution=state.evolution.replace(population=population))
-        seconds = best_time(step, state, jax.random.key(2))
-        rows.append({"pop_size": k, "seconds": seconds, "compile_s": compile_s, "frames": int(frames),
-                     "frames_per_s": int(frames) / seconds})
-    return {"rows": rows, "environment": trainer.env.description}
+    trainers = [trainer_for(backend, sizes, **{"evolution.pop_size": k}) for k in sizes["populations"]]
+    return {"rows": [time_evolutionary_part(t) for t in trainers], "environment": trainers[0].env.description}
 
 
 def summary(result: dict) -> str:

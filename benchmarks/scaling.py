@@ -35,29 +35,18 @@ def device_name() -> str:
 
 
 def population_scaling(args) -> dict:
-    import jax
-
     from pderl_jax.config import load_config
     from pderl_jax.envs import BraxEnvironment
     from pderl_jax.training import Trainer
-    from timing import best_time, evolutionary_part
+    from timing import time_evolutionary_part
 
     env = BraxEnvironment(args.env, episode_length=args.episode_length)
     rows = []
     for k in [int(p) for p in args.pops.split(",")]:
-        config = load_config(args.env, {"evolution.pop_size": k})
-        trainer = Trainer(config, env)
-        state = jax.jit(trainer.init)(jax.random.key(0))
-
-        start = time.perf_counter()
-        step = jax.jit(evolutionary_part(trainer)).lower(state, jax.random.key(1)).compile()
-        compile_s = time.perf_counter() - start
-        population, _ = step(state, jax.random.key(1))  # memories filled: full-size distillation
-        state = state.replace(evolution=state.evolution.replace(population=population))
-        seconds = best_time(step, state, jax.random.key(2), repeats=args.repeats)
-        rows.append({"pop_size": k, "seconds": seconds, "compile_s": compile_s})
-        print(f"population {k}: {seconds:.2f} s per generation (evolutionary part), compile {compile_s:.1f} s",
-              flush=True)
+        row = time_evolutionary_part(Trainer(load_config(args.env, {"evolution.pop_size": k}), env), args.repeats)
+        rows.append(row)
+        print(f"population {k}: {row['seconds']:.2f} s per generation (evolutionary part), "
+              f"compile {row['compile_s']:.1f} s", flush=True)
     base = rows[0]["seconds"]
     for r in rows:
         r["relative"] = r["seconds"] / base

@@ -63,3 +63,16 @@ def evolutionary_part(trainer):
         return population, frames
 
     return step
+
+
+def time_evolutionary_part(trainer, repeats: int = 2) -> dict:
+    """Compile of `evolutionary_part(trainer)` and its best time, once the genetic memories are full."""
+    state = jax.jit(trainer.init)(jax.random.key(0))
+    start = time.perf_counter()
+    step = jax.jit(evolutionary_part(trainer)).lower(state, jax.random.key(1)).compile()
+    compile_s = time.perf_counter() - start
+    population, frames = step(state, jax.random.key(1))  # memories filled: full-size distillation
+    state = state.replace(evolution=state.evolution.replace(population=population))
+    seconds = best_time(step, state, jax.random.key(2), repeats=repeats)
+    return {"pop_size": trainer.config.evolution.pop_size, "seconds": seconds, "compile_s": compile_s,
+            "frames": int(frames), "frames_per_s": int(frames) / seconds}
