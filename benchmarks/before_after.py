@@ -74,8 +74,8 @@ def run_case(tree: Path, case: str, generations: int) -> dict:
     done = subprocess.run([sys.executable, __file__, "--measure", case, "--generations", str(generations)],
                           env=env, check=True, capture_output=True, text=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{case:<28} {tree.name:<10} compile {figures['compile_s']:6.1f} s | "
-          f"{figures['frames_per_s']:7.1f} frames/s | {figures['seconds_per_generation']:6.2f} s/generation", flush=True)
+    print(f"{case:<28} {tree.name:<10} compile {figures['compile_s']:6.1f} s | {figures['frames_per_s']:7.1f} "
+          f"frames/s | {figures['seconds_per_generation']:6.2f} s/generation", flush=True)
     return figures
 
 

@@ -24,7 +24,8 @@ from flax import struct
 
 from pderl_jax.buffers import RingBuffer, memories_add, ring_add, ring_init
 from pderl_jax.config import Config
-from pderl_jax.envs.rollout import Environment, Policy, Rollout, episode_major, initial_state_keys, rollout, side_by_side
+from pderl_jax.envs.rollout import (Environment, Policy, Rollout, episode_major, initial_state_keys, rollout,
+                                    side_by_side)
 from pderl_jax.learner.ddpg import Learner, LearnerState
 from pderl_jax.networks import apply_actor, init_population, make_actor
 from pderl_jax.operators.evolution import evolve
@@ -135,8 +136,7 @@ class Trainer:
 
     def evaluate_population(self, key, members: dict, num_evals: int):
         """xi deterministic episodes per member: fitness, and the transitions in storage order."""
-        k = jax.tree.leaves(members)[0].shape[0]
-        params = jax.tree.map(lambda x: jnp.repeat(x, num_evals, axis=0), members)
+        k, params = _each_member_repeated(members, num_evals)
         episodes, _ = rollout(self.env, key, k * num_evals, self.population_policy, params)
         return self.fitness(episodes, k, num_evals)
 
@@ -147,20 +147,22 @@ class Trainer:
 
     @staticmethod
     def exploration(episodes: Rollout, learner_state: LearnerState):
+        """The exploration episode's transitions [T], their mask, its frames, and the learner state."""
         items, valid = episode_major(episodes, 1)
         return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state
 
     def evaluate_and_explore(self, eval_key, explore_key, members: dict, learner_state: LearnerState,
                              config: Config):
         """`evaluate_population(eval_key, ...)` and `explore(explore_key, ...)` as one rollout."""
-        evaluations = jax.tree.leaves(members)[0].shape[0] * config.evolution.num_evals
-        params = jax.tree.map(lambda x: jnp.repeat(x, config.evolution.num_evals, axis=0), members)
-        policy = side_by_side((evaluations, self.population_policy), (1, self.exploration_policy(learner_state, config)))
+        num_evals = config.evolution.num_evals
+        k, params = _each_member_repeated(members, num_evals)
+        evaluations = k * num_evals
+        exploration_policy = self.exploration_policy(learner_state, config)
+        policy = side_by_side((evaluations, self.population_policy), (1, exploration_policy))
         keys = jnp.concatenate([initial_state_keys(eval_key, evaluations), initial_state_keys(explore_key, 1)])
         episodes, (_, noise) = rollout(self.env, explore_key, evaluations + 1, policy, (params, learner_state.noise),
                                        reset_keys=keys)
-        evaluation = self.fitness(episodes.episodes(0, evaluations), evaluations // config.evolution.num_evals,
-                                  config.evolution.num_evals)
+        evaluation = self.fitness(episodes.episodes(0, evaluations), k, num_evals)
         return evaluation, self.exploration(episodes.episodes(evaluations, evaluations + 1),
                                             learner_state.replace(noise=noise))
 
@@ -250,6 +252,11 @@ class Trainer:
             synced=jnp.bool_(False), elite_rate=nan, selected_rate=nan, discarded_rate=nan,
         )
         return new_state, metrics
+
+
+def _each_member_repeated(members: dict, times: int) -> tuple[int, dict]:
+    """The member count k and the members' parameters repeated [k * times, ...] (member i at i*times...)."""
+    return jax.tree.leaves(members)[0].shape[0], jax.tree.map(lambda x: jnp.repeat(x, times, axis=0), members)
 
 
 def _flatten(items):
