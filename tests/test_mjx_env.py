@@ -381,9 +381,12 @@ def test_the_early_exit_rollout_equals_the_masked_scan():
     """Hopper's rollout (episodes ending at mixed times) against the masked scan over the whole horizon.
 
     Masks, lengths and frames are exact. The two are different programs at XLA level 2, which round
-    the physics differently in the last bit, and Hopper's contacts grow that over 100 steps, so the
-    values are compared at float32-trajectory tolerance (the toy and brax tasks, at level 0, in
-    test_rollout.py, are compared exactly).
+    the physics differently in the last bit, so the physical state (observation, qpos, qvel), rewards
+    and actions are compared at float32-trajectory tolerance: over 12 seeds the largest deviation was
+    6e-5 after 100 steps, a tenth of the bound. The solver's warm start (the previous step's
+    accelerations, its starting guess) is not compared: each rounding converges to a different guess
+    within the solver's tolerance, up to 1e-2 apart. The toy and brax tasks, at level 0, are compared
+    exactly in test_rollout.py.
     """
     run = mjx_run("hopper", SEED, True)
     _, probe, _ = program("hopper", run["horizon"])
@@ -394,10 +397,16 @@ def test_the_early_exit_rollout_equals_the_masked_scan():
     assert lengths.min() < lengths.max(), f"seed={SEED} lengths {lengths}"
     np.testing.assert_array_equal(run["valid"], valid, err_msg=f"seed={SEED}")
     np.testing.assert_array_equal(lengths, valid.sum(axis=0), err_msg=f"seed={SEED}")
-    for name in ("state", "next_state", "reward", "action"):
-        np.testing.assert_allclose(run[name][valid], np.asarray(getattr(steps, name))[valid], rtol=1e-2, atol=1e-3,
+    physical = probe.env.obs_dim + probe.nq + probe.nv  # observation, qpos, qvel; then the warm start, xpos
+    for name in ("state", "next_state"):
+        ours, theirs = run[name][valid], np.asarray(getattr(steps, name))[valid]
+        np.testing.assert_allclose(ours[:, :physical], theirs[:, :physical], rtol=1e-3, atol=5e-4,
                                    err_msg=f"seed={SEED} {name}")
-    np.testing.assert_allclose(run["episode_return"], np.asarray(returns), rtol=1e-3, err_msg=f"seed={SEED}")
+        np.testing.assert_allclose(ours[:, -3:], theirs[:, -3:], rtol=1e-3, atol=5e-4, err_msg=f"seed={SEED} {name}")
+    for name in ("reward", "action"):
+        np.testing.assert_allclose(run[name][valid], np.asarray(getattr(steps, name))[valid], rtol=1e-3, atol=5e-4,
+                                   err_msg=f"seed={SEED} {name}")
+    np.testing.assert_allclose(run["episode_return"], np.asarray(returns), rtol=1e-4, err_msg=f"seed={SEED}")
 
 
 def test_jit_and_vmap_match_single_episodes():
