@@ -314,6 +314,34 @@ def add_run_flags(command, out_help: str, force_help: str) -> None:
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_process_flags(command) -> None:
+    """--coordinator, --num-processes, --process-id and --join-timeout of the commands that train."""
+    group = command.add_argument_group("several processes (one per host; see the README's multi-host section)")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="address of process 0, which hosts the coordinator (e.g. 127.0.0.1:12345 on one "
+                            "machine, or the first node and a free port); JAX's and SLURM's variables are read "
+                            "when this is omitted")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in all")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process: 0..N-1")
+    group.add_argument("--join-timeout", type=int, default=60, metavar="S",
+                       help="seconds to wait for the others to join, and for a silent process to count as lost "
+                            "(default 60)")
+
+
+def start_processes(args) -> bool:
+    """Join the other processes (if the flags or the environment name any) before anything touches a device;
+    the processes other than 0 then print only errors. Whether it joined any."""
+    from pderl_jax.training import distributed
+
+    group = distributed.group_from_flags(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
+    if group is None and not distributed.cluster_detected():
+        return False
+    distributed.start(group, args.join_timeout)
+    if not distributed.is_writer():
+        sys.stdout = open(os.devnull, "w")
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pderl-jax", description="PDERL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -356,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the operator study (pderl-jax analyze) every N generations into OUT/analysis; "
                             "extra episodes are not counted as frames (default 0: never)")
     add_set_flag(train, "override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
+    add_process_flags(train)
 
     sweep = sub.add_parser("sweep", help="several seeds and float hyperparameters as one vmapped program")
     sweep.add_argument("--env", default="halfcheetah",
@@ -371,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(sweep, "results folder (default results/sweep-ENV-MODE)", "overwrite an earlier sweep in --out")
     sweep.add_argument("--generations-per-call", type=int, default=1, help="generations per compiled call")
     add_set_flag(sweep, "override any config value for all runs")
+    add_process_flags(sweep)
 
     analyze = sub.add_parser("analyze", help="operator diagnostics of a run's saved population (paper Figs 1-9, 11)")
     analyze.add_argument("run", type=Path, help="a results folder written by pderl-jax train")
@@ -421,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="instead of running: merge comparisons of other methods (same task, frames and "
                                  "seeds, e.g. run as separate jobs) into --out")
     add_set_flag(comparison, "override a setting for every method except PPO")
+    add_process_flags(comparison)
 
     plot = sub.add_parser("plot", help="learning curves (95%% interval across seeds), population spread and RL "
                                        "selection rates of runs, as PNG")
@@ -444,8 +475,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    enable_compilation_cache()
+    joined = False
     try:
+        if hasattr(args, "coordinator"):
+            joined = start_processes(args)
+        enable_compilation_cache()
         return COMMANDS[args.command](args, parse_overrides(getattr(args, "set", [])))
     except TrainingDiverged as error:
         print(f"pderl-jax: stopped: {error}", file=sys.stderr)
@@ -453,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"pderl-jax: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if joined:
+            from pderl_jax.training.distributed import finish
+
+            finish(args.join_timeout)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,8 @@ def brax_run(tmp_path_factory) -> BraxRun:
 # Files that share a worker, and the order in which the groups start (the longest first, so that
 # the two workers finish together); the other files follow in their usual order.
 SHARED_WORKER = {"test_run_commands": "brax_run", "test_train_cli": "brax_run"}
-LONGEST_FIRST = ["brax_run", "test_mjx_commands", "test_compare", "test_mjx_env", "test_gpu_suite", "test_checkpoint",
-                 "test_sweep", "test_generation"]
+LONGEST_FIRST = ["test_multihost", "brax_run", "test_mjx_commands", "test_compare", "test_mjx_env", "test_gpu_suite",
+                 "test_checkpoint", "test_sweep", "test_generation"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks

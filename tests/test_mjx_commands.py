@@ -114,6 +114,7 @@ def test_a_sweep_on_mjx_sharded_over_two_devices_reproduces_the_single_run(mjx_r
     assert rows(tmp_path / "sweep" / "run_001" / "metrics.csv")[-1]["champion_test"] != single[-1]["champion_test"]
 
 
+@pytest.mark.slow  # ~95 s; PPO itself is tested on brax in test_compare.py
 def test_ppo_from_brax_training_runs_on_an_mjx_task_and_is_counted_like_our_runs(tmp_path):
     assert main(["compare", *SWIMMER, "--methods", "ppo", "--seeds", "1", "--frames", "1200",
                  "--out", str(tmp_path / "ppo")]) == 0

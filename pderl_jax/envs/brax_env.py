@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import types
 import warnings
 
@@ -41,6 +42,21 @@ def _patch_brax_fluid() -> None:
     fluid.jp = compat
 
 
+@contextlib.contextmanager
+def _models_on_this_process():
+    """brax builds its model with `mjx.put_model(m)`, which places it on `jax.devices()[0]`: process 0's
+    device, which the other processes of a multi-process run cannot read. Place it on this process's."""
+    from mujoco import mjx
+
+    put_model = mjx.put_model
+    if jax.process_count() > 1:
+        mjx.put_model = lambda m, device=None, **kwargs: put_model(m, device or jax.local_devices()[0], **kwargs)
+    try:
+        yield
+    finally:
+        mjx.put_model = put_model
+
+
 class BraxEnvironment:
     """A brax task without brax's wrappers: the time limit and masks live in `rollout`.
 
@@ -73,7 +89,8 @@ class BraxEnvironment:
         self.episode_length = episode_length
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
-            self._env = envs.get_environment(task, backend=backend)
+            with _models_on_this_process():
+                self._env = envs.get_environment(task, backend=backend)
         # brax's `observation_size` runs reset eagerly (hundreds of tiny compilations, ~250 MB);
         # tracing it abstractly costs nothing.
         self.obs_dim = int(jax.eval_shape(self._env.reset, jax.random.key(0)).obs.shape[-1])

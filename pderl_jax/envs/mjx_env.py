@@ -162,7 +162,7 @@ class _Physics:
     def __init__(self, model: mujoco.MjModel, contact_frames: str):
         if model.na and contact_frames == "mujoco":
             raise ConfigError("contact_frames='mujoco' steps models without actuator activations only")
-        self.model = mjx.put_model(model, impl="jax")
+        self.model = mjx.put_model(model, device=jax.local_devices()[0], impl="jax")  # (default: jax.devices()[0], process 0's)
         self.contact_frames = contact_frames
         types = np.asarray(model.geom_type)
         self._geom_is_plane = jnp.asarray(types == mujoco.mjtGeom.mjGEOM_PLANE)

@@ -52,9 +52,11 @@ def _is_key(leaf) -> bool:
 
 
 def to_host(state):
-    """The state as NumPy arrays, random keys as their raw key data (what orbax can store)."""
-    state = jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
-    return jax.device_get(state)
+    """The state as NumPy arrays, random keys as their raw key data (what orbax can store); a state spread
+    over several processes is gathered to each of them."""
+    from pderl_jax.training.distributed import to_host as gathered
+
+    return gathered(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state))
 
 
 def from_host(tree, like):
@@ -116,12 +118,13 @@ class Checkpointer:
             raise ValueError("the arrays do not match the digest written with them")
         return tree, meta
 
-    def restore_latest(self, like, fresh_replay=None, report=print):
+    def restore_latest(self, like, fresh_replay=None, report=print, shardings=None):
         """The newest checkpoint that reads back intact, as (state, meta); None if there is none.
 
         Damaged checkpoints (unreadable, wrong shapes, digest mismatch) are moved to
         `OUT/checkpoints_damaged/` with a message, and the previous one is tried. Without a saved
-        replay buffer, `fresh_replay` (an empty buffer) takes its place.
+        replay buffer, `fresh_replay` (an empty buffer) takes its place. The state is placed with
+        `shardings` (a tree like `like`; None: the default device), over several processes as well.
         """
         for step in reversed(self.steps()):
             try:
@@ -131,19 +134,25 @@ class Checkpointer:
             except Exception as error:  # noqa: BLE001 - any failure to read means this step is unusable
                 self._set_aside(step, f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", report)
                 continue
-            state = from_host(tree, like if meta["replay"] else like.replace(replay=None))
+            saved_like = like if meta["replay"] else like.replace(replay=None)
+            placed = shardings if shardings is None or meta["replay"] else shardings.replace(replay=None)
+            state = jax.jit(lambda t, saved_like=saved_like: from_host(t, saved_like), out_shardings=placed)(tree)
             if not meta["replay"]:
                 state = state.replace(replay=fresh_replay)
             return state, meta
         return None
 
     def _set_aside(self, step: int, reason: str, report) -> None:
-        damaged = self.out_dir / DAMAGED_DIR
-        damaged.mkdir(exist_ok=True)
-        target = damaged / f"{step}"
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(self.directory / str(step)), target)
+        from pderl_jax.training.distributed import barrier, is_writer
+
+        target = self.out_dir / DAMAGED_DIR / f"{step}"
+        barrier(f"pderl-jax: checkpoint {step} found damaged")  # every process reads the same files
+        if is_writer():
+            target.parent.mkdir(exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(self.directory / str(step)), target)
+        barrier(f"pderl-jax: checkpoint {step} set aside")
         self._manager.reload()
         report(f"checkpoint of generation {step} is damaged ({reason}); moved to {target}, trying the previous one")
 

@@ -24,8 +24,10 @@ from pderl_jax.training.footprint import format_memory_estimate, memory_estimate
 from pderl_jax.training.generation import GenerationMetrics, Trainer, TrainState
 from pderl_jax.training.hostmem import current_rss_mib, peak_rss_mib, release_freed_memory
 from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, metric_rows, read_metrics
-from pderl_jax.training.run_folder import claim_out_dir, run_record
-from pderl_jax.training.sharding import shard_population
+from pderl_jax.training.distributed import (any_process, barrier, check_agreement, is_writer, stop_on_lost_process,
+                                            to_host)
+from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, run_record
+from pderl_jax.training.sharding import population_shardings
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -57,7 +59,7 @@ class RunOptions:
 def nonfinite_quantities(metrics: GenerationMetrics, state: TrainState, first_generation: int) -> list[str]:
     """'generation G: QUANTITY' for each NaN/inf in a chunk's returns and losses or in the new parameters."""
     found = []
-    m = jax.tree.map(np.asarray, metrics)
+    m = jax.tree.map(np.asarray, to_host(metrics))
     for name in ("fitness", "champion_test", "rl_test", "critic_loss", "actor_loss"):
         values = getattr(m, name).reshape(m.frames.shape[0], -1)
         bad = ~np.isfinite(values).all(axis=1)
@@ -71,7 +73,7 @@ def nonfinite_quantities(metrics: GenerationMetrics, state: TrainState, first_ge
         if bad.any():
             found.append(f"generation {first_generation + int(np.argmax(bad))}: {name.replace('_', ' ')}")
     last = int(state.generation)
-    for name, finite in jax.device_get(_finite_parameters(state)).items():
+    for name, finite in to_host(_finite_parameters(state)).items():
         if not finite:
             found.append(f"generation {last}: {name}")
     return found
@@ -131,10 +133,24 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     options.validate()
     out_dir = Path(out_dir)
     record = run_record(config, env, options)
-    if resume:
-        (out_dir / "config.json").write_text(json.dumps(record, indent=2))  # e.g. a larger frame budget
-    else:
-        claim_out_dir(out_dir, record, force)
+    processes = jax.process_count()
+    if processes > 1:
+        if getattr(env, "batched", False):
+            raise ConfigError("the native MuJoCo backend steps on the host, so a run over several processes needs "
+                              "a JAX backend: --backend mjx or brax")
+        if options.analyze_every:
+            raise ConfigError("--analyze-every runs in one process; run pderl-jax analyze on the run afterwards")
+    check_agreement({**record, "out": str(out_dir.absolute()), "resume": resume, "force": force}, "run settings")
+    writer = is_writer()
+    if not resume:
+        check_out_dir(out_dir, record, force)
+        barrier("pderl-jax: run folder checked")
+    if writer:
+        if resume:
+            (out_dir / "config.json").write_text(json.dumps(record, indent=2))  # e.g. a larger frame budget
+        else:
+            claim_out_dir(out_dir, record, force)
+    barrier("pderl-jax: run folder ready")
     print_fn(format_memory_estimate(memory_estimate(config, env.obs_dim, env.action_dim)))
 
     trainer = Trainer(config, env)
@@ -144,10 +160,13 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
         return lax.scan(lambda s, _: trainer.generation(s), state, None, length=options.generations_per_call)
 
     start = time.perf_counter()
-    state = jax.jit(trainer.init)(jax.random.key(config.seed))  # one program, not hundreds of eager ops
+    like = jax.eval_shape(trainer.init, jax.random.key(0))
+    shardings, placement = population_shardings(like, config.evolution.pop_size)
+    # One program, not hundreds of eager ops; each device builds only its share of the population.
+    state = jax.jit(lambda seed: trainer.init(jax.random.key(seed)), out_shardings=shardings)(np.int32(config.seed))
     wall_offset, rows = 0.0, []
     if resume:
-        restored = checkpointer.restore_latest(jax.eval_shape(trainer.init, jax.random.key(0)), state.replay, print_fn)
+        restored = checkpointer.restore_latest(like, state.replay, print_fn, shardings)
         if restored is None:
             raise ConfigError(f"no intact checkpoint in {out_dir / CHECKPOINT_DIR}; start the run again with --force")
         state, meta = restored
@@ -156,8 +175,7 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
         print_fn(f"resuming from generation {int(state.generation)} ({int(state.frames)} frames)"
                  + ("" if meta["replay"] else "; the replay buffer was not saved, so it starts empty "
                                              "and the run will differ from an uninterrupted one"))
-    if len(jax.devices()) > 1 and not getattr(env, "batched", False):  # host callbacks stay on one device
-        state, placement = shard_population(state, config.evolution.pop_size)
+    if len(jax.devices()) > 1:
         print_fn(placement)
     step = jax.jit(chunk, donate_argnums=0).lower(state).compile()
     compile_s = time.perf_counter() - start
@@ -176,14 +194,21 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
         within_generations = not options.max_generations or int(current.generation) < options.max_generations
         return int(current.frames) <= config.frames and within_generations  # official: while frames <= budget
 
-    logger = MetricsLog(out_dir, rows, options.tensorboard)
+    logger = MetricsLog(out_dir, rows, options.tensorboard, write=writer)
     bar = tqdm(total=config.frames, initial=min(int(state.frames), config.frames), unit="frame",
-               disable=not options.progress, dynamic_ncols=True)
-    with logger, _StopAfterChunk(bar.write) as stop:
-        while running(state) and not stop.requested:
+               disable=not (options.progress and writer), dynamic_ncols=True)
+    resume_hint = f"Restart every process with --resume {out_dir} to continue from the last checkpoint"
+    with logger, _StopAfterChunk(bar.write) as stop, stop_on_lost_process(resume_hint=resume_hint):
+        def stop_agreed():  # every process stops after the same chunk, wherever Ctrl-C arrived
+            if processes > 1:
+                stop.requested = any_process(stop.requested)
+            return stop.requested
+
+        while running(state) and not stop_agreed():
             first = int(state.generation) + 1
             frames_before = int(state.frames)
             state, metrics = step(state)
+            metrics = to_host(metrics)
             new_rows = metric_rows(metrics, first, elapsed())
             logger.write(new_rows)
             problems = nonfinite_quantities(metrics, state, first)
@@ -218,8 +243,9 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
         "best_champion_test": max(finite_tests) if finite_tests else math.nan,
         "interrupted": stop.requested, "out": str(out_dir),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot_learning_curve(out_dir, print_fn)
+    if writer:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        _plot_learning_curve(out_dir, print_fn)
     if stop.requested:
         print_fn(f"interrupted after generation {last['generation']}; checkpointed. Continue with "
                  f"pderl-jax train --resume {out_dir}")

@@ -86,12 +86,16 @@ def read_metric_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 class MetricsLog:
     """Writes `run_dir/metrics.csv`, starting with `rows` (so that a resumed run drops the rows past its
-    checkpoint), and with `tensorboard` every column to `run_dir/tensorboard` as well. A context manager."""
+    checkpoint), and with `tensorboard` every column to `run_dir/tensorboard` as well. A context manager.
+    With `write` False (the processes other than 0 of a multi-process run) it only keeps the rows."""
 
-    def __init__(self, run_dir: Path, rows: list[dict] = (), tensorboard: bool = False):
-        self.run_dir, self.rows, self.tensorboard = Path(run_dir), list(rows), tensorboard
+    def __init__(self, run_dir: Path, rows: list[dict] = (), tensorboard: bool = False, write: bool = True):
+        self.run_dir, self.rows, self.tensorboard, self.writes = Path(run_dir), list(rows), tensorboard, write
+        self._file = self._writer = self._board = None
 
     def __enter__(self):
+        if not self.writes:
+            return self
         path = self.run_dir / METRICS_FILE
         tmp = path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
@@ -109,9 +113,11 @@ class MetricsLog:
         return self
 
     def write(self, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+        if self._writer is None:
+            return
         self._writer.writerows(rows)
         self._file.flush()
-        self.rows.extend(rows)
         if self._board is not None:
             for row in rows:
                 for name, value in row.items():
@@ -120,7 +126,8 @@ class MetricsLog:
             self._board.flush()
 
     def __exit__(self, *exc):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._board is not None:
             self._board.close()
         return False

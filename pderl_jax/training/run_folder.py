@@ -51,6 +51,19 @@ def claim_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ..
 
     Only the files a run writes (`files`) are removed with `force`; anything else stays.
     """
+    check_out_dir(out_dir, record, force, files)
+    for name in files:
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "config.json").write_text(json.dumps(record, indent=2))
+
+
+def check_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ...] = RUN_FILES) -> None:
+    """Refuse a folder that holds another run's results (without `force`); changes nothing."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; choose a folder")
@@ -61,14 +74,6 @@ def claim_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ..
         what = "this run (same settings)" if same else "a different run"
         raise ConfigError(f"{out_dir} already holds {what} ({', '.join(existing)}); continue it with "
                           f"--resume {out_dir}, choose another --out, or pass --force to overwrite it")
-    for name in files:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(record, indent=2))
 
 
 def run_record(config: Config, env: Environment, options: RunOptions | None = None) -> dict:

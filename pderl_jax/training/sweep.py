@@ -2,9 +2,11 @@
 
 Every run has the same structure (task, population size, network sizes, mode); what differs is
 its seed and any float setting (learning rates, tau, gamma, sigmas, ...), which reach the
-generation as traced leaves of a stacked `Config`. The run axis is sharded over the local
-devices when it divides evenly. Each run writes its own `run_<i>/metrics.csv` and
-`config.json` (the same files as a single run), and `runs.csv` summarises them all.
+generation as traced leaves of a stacked `Config`. The run axis is sharded over the devices
+when it divides evenly (over several processes it must: each computes its share, and the
+metrics are gathered to all of them). Each run writes its own `run_<i>/metrics.csv` and
+`config.json` (the same files as a single run), and `runs.csv` summarises them all; with
+several processes, process 0 writes every file.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from pderl_jax.training.generation import Trainer
 from pderl_jax.training.hostmem import release_freed_memory
 from pderl_jax.training.metrics import MetricsLog, metric_rows
 from pderl_jax.training.run_folder import environment_record
-from pderl_jax.training.sharding import shard_leading_axis
+from pderl_jax.training.distributed import check_agreement, is_writer, stop_on_lost_process, to_host
+from pderl_jax.training.sharding import leading_axis_sharding, place, placement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,20 +123,25 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
         raise ConfigError("sweeps vmap the environment, so they need a JAX backend (--backend mjx or brax; the "
                           "native MuJoCo backend steps on the host); run native seeds as separate pderl-jax train runs")
     out_dir = Path(out_dir)
+    check_agreement({"config": to_dict(base), "runs": [dataclasses.asdict(r) for r in runs], "out": str(out_dir),
+                     "environment": environment_record(env), "generations_per_call": generations_per_call,
+                     "force": force}, "sweep settings")
+    writer = is_writer()
     previous = sorted(p.name for p in out_dir.glob("run_[0-9][0-9][0-9]")) if out_dir.is_dir() else []
     if (previous or (out_dir / "runs.csv").exists()) and not force:
         raise ConfigError(f"{out_dir} already holds a sweep ({', '.join(previous[:3]) or 'runs.csv'}...); choose "
                           "another --out or pass --force to overwrite it")
-    for name in previous:
-        shutil.rmtree(out_dir / name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if writer:
+        for name in previous:
+            shutil.rmtree(out_dir / name)
+        out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(base, env)
-    hparams = stack_hparams(runs)
-    keys = jax.vmap(jax.random.key)(jnp.asarray([r.seed for r in runs]))
     start = time.perf_counter()
-    states = jax.jit(jax.vmap(trainer.init))(keys)
-    (states, hparams), placement = shard_leading_axis((states, hparams), len(runs))
-    print_fn(f"sweep: {len(runs)} runs, {placement}")
+    sharding = leading_axis_sharding(len(runs), "runs")
+    init = jax.jit(lambda seeds: jax.vmap(trainer.init)(jax.vmap(jax.random.key)(seeds)), out_shardings=sharding)
+    states = init(np.asarray([r.seed for r in runs], np.int32))  # each device builds only its runs
+    hparams = place(jax.device_get(stack_hparams(runs)), sharding)
+    print_fn(f"sweep: {len(runs)} runs, {placement(sharding, len(runs))}")
 
     def chunk(states, hparams):
         return lax.scan(lambda s, _: jax.vmap(trainer.generation)(s, hparams), states, None,
@@ -147,30 +155,33 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
     logs = []
     for run in runs:
         run_dir = out_dir / f"run_{run.index:03d}"
-        run_dir.mkdir(exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(
-            {**to_dict(run.config), "environment": environment_record(env), "sweep": run.values}, indent=2))
-        logs.append(MetricsLog(run_dir))
+        if writer:
+            run_dir.mkdir(exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(
+                {**to_dict(run.config), "environment": environment_record(env), "sweep": run.values}, indent=2))
+        logs.append(MetricsLog(run_dir, write=writer))
     rows = [log.rows for log in logs]
     done = np.zeros(len(runs), bool)
-    bar = tqdm(total=base.frames * len(runs), unit="frame", disable=not progress, dynamic_ncols=True)
-    with contextlib.ExitStack() as open_files:
+    bar = tqdm(total=base.frames * len(runs), unit="frame", disable=not (progress and writer), dynamic_ncols=True)
+    with contextlib.ExitStack() as open_files, stop_on_lost_process():
         open_files.callback(bar.close)
         for log in logs:
             open_files.enter_context(log)
+        generation = 0  # the runs advance together
         while not done.all():
-            first = int(np.asarray(states.generation).max()) + 1
             states, metrics = step(states, hparams)
+            metrics = to_host(metrics)
             elapsed = time.perf_counter() - start
             for i in np.flatnonzero(~done):
                 run_metrics = jax.tree.map(lambda x: x[:, i], metrics)
-                for row in metric_rows(run_metrics, first, elapsed):  # up to the row past the budget
+                for row in metric_rows(run_metrics, generation + 1, elapsed):  # up to the row past the budget
                     if done[i]:
                         break
                     before = rows[i][-1]["frames"] if rows[i] else 0
                     logs[i].write([row])
                     bar.update(min(row["frames"], base.frames) - min(before, base.frames))
                     done[i] = row["frames"] > base.frames
+            generation += generations_per_call
             bar.set_postfix(done=f"{done.sum()}/{len(runs)}", fps=f"{sum(r[-1]['frames'] for r in rows) / elapsed:.0f}")
     wall = time.perf_counter() - start
     summaries = []
@@ -180,13 +191,15 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
                           "frames": run_rows[-1]["frames"], "final_champion_test": run_rows[-1]["champion_test"],
                           "best_champion_test": max(tests) if tests else float("nan"),
                           "final_rl_test": run_rows[-1]["rl_test"]})
-    with open(out_dir / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summaries[0]))
-        writer.writeheader()
-        writer.writerows(summaries)
-    (out_dir / "summary.json").write_text(json.dumps(
-        {"runs": len(runs), "wall_s": round(wall, 1), "compile_s": round(compile_s, 1),
-         "frames_per_s": round(sum(s["frames"] for s in summaries) / wall, 1)}, indent=2))
+    if writer:
+        with open(out_dir / "runs.csv", "w", newline="") as f:
+            writer_csv = csv.DictWriter(f, fieldnames=list(summaries[0]))
+            writer_csv.writeheader()
+            writer_csv.writerows(summaries)
+        (out_dir / "summary.json").write_text(json.dumps(
+            {"runs": len(runs), "processes": jax.process_count(), "wall_s": round(wall, 1),
+             "compile_s": round(compile_s, 1),
+             "frames_per_s": round(sum(s["frames"] for s in summaries) / wall, 1)}, indent=2))
     print_fn(format_table(summaries))
     print_fn(f"done: {len(runs)} runs in {wall:.1f} s (compile {compile_s:.1f} s); results in {out_dir}/run_*/ "
              f"and {out_dir}/runs.csv")
