@@ -29,7 +29,8 @@ from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
-from pderl_jax.training.run_folder import claim_out_dir, environment_record
+from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, environment_record
+from pderl_jax.training.distributed import barrier, check_agreement, is_writer
 from pderl_jax.training.sweep import expand_runs, parse_seeds, train_sweep
 
 METHODS = (*EVOLUTIONARY_MODES, *LEARNER_MODES, "ppo")
@@ -127,16 +128,25 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
     for method in methods:  # every setting checked before anything runs
         if method != "ppo":
             method_config(task, method, frames, overrides)
+    if "ppo" in methods and jax.process_count() > 1:
+        raise ConfigError("PPO (brax.training) runs in one process; drop ppo from --methods, or compare it in a "
+                          "separate one-process run and join the two with --merge")
     out_dir = Path(out_dir)
     record = {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
               "environment": {**environment_record(env), "name": getattr(env, "task", task)}}
-    claim_out_dir(out_dir, record, force, files=COMPARE_FILES)
+    check_agreement({**record, "out": str(out_dir.absolute()), "force": force}, "comparison settings")
+    check_out_dir(out_dir, record, force, files=COMPARE_FILES)
+    barrier("pderl-jax: comparison folder checked")
+    if is_writer():
+        claim_out_dir(out_dir, record, force, files=COMPARE_FILES)
+    barrier("pderl-jax: comparison folder ready")
     device = device_description()
     results = {}
     for method in methods:
         print_fn(f"compare: {method} on {task}, seeds {seeds}, {frames} frames")
         start = time.perf_counter()
         folders = run_method(method, task, env, seeds, frames, out_dir / method, overrides, progress, print_fn)
+        barrier(f"pderl-jax: {method} written")  # process 0's files, read next by every process
         wall = time.perf_counter() - start
         finals = final_tests(folders)
         sweep_summary = out_dir / method / "summary.json"
@@ -152,7 +162,10 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
 
 
 def write_report(summary: dict, out_dir: Path, print_fn=print) -> dict:
-    """`summary.json`, the table (MD + CSV) and Figure 4 of a comparison whose runs are in `out_dir`."""
+    """`summary.json`, the table (MD + CSV) and Figure 4 of a comparison whose runs are in `out_dir`
+    (by process 0 alone, where several run it)."""
+    if not is_writer():
+        return summary
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     write_table(summary, out_dir)
     plot_figure4(out_dir, list(summary["methods"]), out_dir / "figure4.png",

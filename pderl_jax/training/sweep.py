@@ -34,7 +34,7 @@ from pderl_jax.training.generation import Trainer
 from pderl_jax.training.hostmem import release_freed_memory
 from pderl_jax.training.metrics import MetricsLog, metric_rows
 from pderl_jax.training.run_folder import environment_record
-from pderl_jax.training.distributed import check_agreement, is_writer, stop_on_lost_process, to_host
+from pderl_jax.training.distributed import barrier, check_agreement, is_writer, stop_on_lost_process, to_host
 from pderl_jax.training.sharding import leading_axis_sharding, place, placement
 
 
@@ -131,6 +131,7 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
     if (previous or (out_dir / "runs.csv").exists()) and not force:
         raise ConfigError(f"{out_dir} already holds a sweep ({', '.join(previous[:3]) or 'runs.csv'}...); choose "
                           "another --out or pass --force to overwrite it")
+    barrier("pderl-jax: sweep folder checked")
     if writer:
         for name in previous:
             shutil.rmtree(out_dir / name)
