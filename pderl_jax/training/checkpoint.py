@@ -24,7 +24,7 @@ from pderl_jax.config import ConfigError
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"
 FORMAT = 2  # 2: the population (members and memories) as one value inside an optional evolution state
-WRITTEN_BY = {1: "pderl-jax 0.1", 2: "pderl-jax 0.2 to 0.4"}  # format -> the versions that write it
+WRITTEN_BY = {1: "pderl-jax 0.1", 2: "pderl-jax 0.2 to 0.5"}  # format -> the versions that write it
 
 
 class CheckpointFormatError(ConfigError):

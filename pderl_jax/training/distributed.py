@@ -73,10 +73,12 @@ def group_from_flags(coordinator: str | None, num_processes: int | None, process
 
 def cluster_detected() -> bool:
     """Whether the environment describes several processes that `jax.distributed.initialize()` can read
-    by itself (JAX's own variables, or a SLURM step of several tasks)."""
+    by itself: JAX's own variables, or a SLURM step of several tasks (`srun`; a batch script's own
+    step, one process, is not one)."""
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         return True
-    return int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")) or 1) > 1
+    tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "1")
+    return "SLURM_PROCID" in os.environ and tasks.isdigit() and int(tasks) > 1
 
 
 def start(group: ProcessGroup | None, timeout_s: int = 60) -> None:
@@ -139,12 +141,24 @@ def is_writer() -> bool:
 
 
 def to_host(tree):
-    """Every leaf as a NumPy array on this host, gathered from all processes where it is spread over them."""
+    """Every array as a NumPy array on this host, gathered from all processes where it is spread over
+    them (host values stay as they are)."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
     from jax.experimental import multihost_utils
 
-    return multihost_utils.process_allgather(tree, tiled=True)
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return x
+        return np.asarray(x) if x.is_fully_addressable else multihost_utils.process_allgather(x, tiled=True)
+    return jax.tree.map(one, tree)
+
+
+def each_process(value: np.ndarray) -> np.ndarray:
+    """This host's `value` from every process, stacked: [processes, ...]."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(value)))
 
 
 def barrier(name: str) -> None:
@@ -159,7 +173,7 @@ def any_process(flag: bool) -> bool:
     """Whether `flag` is set in any process (e.g. Ctrl-C reached only some of them)."""
     if jax.process_count() == 1:
         return flag
-    return bool(np.asarray(to_host(np.asarray([flag], np.int32))).any())
+    return bool(each_process(np.int32(flag)).any())
 
 
 def check_agreement(record: dict, what: str = "settings") -> None:
@@ -168,7 +182,7 @@ def check_agreement(record: dict, what: str = "settings") -> None:
         return
     text = json.dumps(record, sort_keys=True, default=str)
     digest = np.frombuffer(hashlib.blake2b(text.encode(), digest_size=16).digest(), np.uint32)
-    digests = np.asarray(to_host(digest)).reshape(jax.process_count(), -1)
+    digests = each_process(digest).reshape(jax.process_count(), -1)
     differing = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
     if differing:
         raise ConfigError(f"the processes were given different {what}: process(es) {differing} differ from process "
