@@ -132,25 +132,8 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     """
     options.validate()
     out_dir = Path(out_dir)
-    record = run_record(config, env, options)
-    processes = jax.process_count()
-    if processes > 1:
-        if getattr(env, "batched", False):
-            raise ConfigError("the native MuJoCo backend steps on the host, so a run over several processes needs "
-                              "a JAX backend: --backend mjx or brax")
-        if options.analyze_every:
-            raise ConfigError("--analyze-every runs in one process; run pderl-jax analyze on the run afterwards")
-    check_agreement({**record, "out": str(out_dir.absolute()), "resume": resume, "force": force}, "run settings")
-    writer = is_writer()
-    if not resume:
-        check_out_dir(out_dir, record, force)
-        barrier("pderl-jax: run folder checked")
-    if writer:
-        if resume:
-            (out_dir / "config.json").write_text(json.dumps(record, indent=2))  # e.g. a larger frame budget
-        else:
-            claim_out_dir(out_dir, record, force)
-    barrier("pderl-jax: run folder ready")
+    _prepare_run_folder(out_dir, run_record(config, env, options), env, options, resume, force)
+    processes, writer = jax.process_count(), is_writer()
     print_fn(format_memory_estimate(memory_estimate(config, env.obs_dim, env.action_dim)))
 
     trainer = Trainer(config, env)
@@ -161,7 +144,8 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
 
     start = time.perf_counter()
     like = jax.eval_shape(trainer.init, jax.random.key(0))
-    shardings, placement = population_shardings(like, config.evolution.pop_size)
+    shardings, placement = population_shardings(like, config.evolution.pop_size) if not getattr(
+        env, "batched", False) else (None, "on 1 device (the physics steps on the host)")
     # One program, not hundreds of eager ops; each device builds only its share of the population.
     state = jax.jit(lambda seed: trainer.init(jax.random.key(seed)), out_shardings=shardings)(np.int32(config.seed))
     wall_offset, rows = 0.0, []
@@ -255,6 +239,27 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
                  f"(best {summary['best_champion_test']:.1f}), RL actor {summary['final_rl_test']:.1f}; "
                  f"results in {out_dir}/metrics.csv")
     return summary
+
+
+def _prepare_run_folder(out_dir: Path, record: dict, env, options: RunOptions, resume: bool, force: bool) -> None:
+    """Refuse what cannot run over several processes and settings they do not share; then the folder is
+    checked by every process and changed by process 0 alone (`config.json` written, or a new run's claimed)."""
+    if jax.process_count() > 1:
+        if getattr(env, "batched", False):
+            raise ConfigError("the native MuJoCo backend steps on the host, so a run over several processes needs "
+                              "a JAX backend: --backend mjx or brax")
+        if options.analyze_every:
+            raise ConfigError("--analyze-every runs in one process; run pderl-jax analyze on the run afterwards")
+    check_agreement({**record, "out": str(out_dir.absolute()), "resume": resume, "force": force}, "run settings")
+    if not resume:
+        check_out_dir(out_dir, record, force)
+        barrier("pderl-jax: run folder checked")
+    if is_writer():
+        if resume:
+            (out_dir / "config.json").write_text(json.dumps(record, indent=2))  # e.g. a larger frame budget
+        else:
+            claim_out_dir(out_dir, record, force)
+    barrier("pderl-jax: run folder ready")
 
 
 def _reaches_multiple(every: int, first: int, last: int) -> bool:
