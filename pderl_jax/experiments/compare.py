@@ -29,7 +29,7 @@ from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
-from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, environment_record
+from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, environment_record, prepare_out_dir
 from pderl_jax.training.distributed import barrier, check_agreement, is_writer
 from pderl_jax.training.sweep import expand_runs, parse_seeds, train_sweep
 
@@ -138,7 +138,7 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
     check_out_dir(out_dir, record, force, files=COMPARE_FILES)
     barrier("pderl-jax: comparison folder checked")
     if is_writer():
-        claim_out_dir(out_dir, record, force, files=COMPARE_FILES)
+        prepare_out_dir(out_dir, record, files=COMPARE_FILES)
     barrier("pderl-jax: comparison folder ready")
     device = device_description()
     results = {}

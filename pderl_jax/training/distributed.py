@@ -28,6 +28,7 @@ import numpy as np
 from pderl_jax.config import ConfigError
 
 LOST_PROCESS_EXIT = 4  # the exit status of a process whose partner died
+_timeout_s = 60.0  # the group's join and heartbeat timeout, set by `start`
 # Words in the errors of a collective or RPC whose partner has gone.
 _LOST_SIGNS = ("gloo", "connection closed", "connection reset", "heartbeat", "unavailable", "socket closed",
                "broken pipe", "deadline exceeded")
@@ -91,20 +92,23 @@ def start(group: ProcessGroup | None, timeout_s: int = 60) -> None:
     # A lost process then fails the others' collectives (handled by `stop_on_lost_process`) instead
     # of aborting them from JAX's error-polling thread.
     jax.config.update("jax_enable_recoverability", True)
+    global _timeout_s
     if group is None:
         where, total, me, timeout_s = "the cluster's coordinator", None, None, timeout_s
         arguments = {}
     else:
         where, total, me, timeout_s = group.coordinator, group.num_processes, group.process_id, group.timeout_s
         arguments = {"coordinator_address": group.coordinator, "num_processes": total, "process_id": me}
+    _timeout_s = timeout_s
 
     def never_joined():
         others = "the other process" if total == 2 else "one of the other processes"
         named = f" ({1 - me})" if total == 2 else ""
-        sys.stderr.write(f"\npderl-jax: error: process {me} of {total} waited {timeout_s} s at {where} but "
-                         f"{others}{named} never joined. Start every process with the same --coordinator and "
-                         f"--num-processes {total}, each with its own --process-id, and check that {where} is "
-                         f"reachable from each host (or raise --join-timeout)\n")
+        this = "this process" if group is None else f"process {me} of {total}"
+        sys.stderr.write(f"\npderl-jax: error: {this} waited {timeout_s} s at {where} but {others}{named} never "
+                         f"joined. Start every process with the same --coordinator and --num-processes, each with "
+                         f"its own --process-id, and check that {where} is reachable from each host (or raise "
+                         f"--join-timeout)\n")
         sys.stderr.flush()
         os._exit(2)
 
@@ -210,7 +214,7 @@ def lost_processes(wait_s: float) -> list[int]:
 
 
 @contextlib.contextmanager
-def stop_on_lost_process(timeout_s: float = 60, resume_hint: str = ""):
+def stop_on_lost_process(resume_hint: str = ""):
     """Exit with a message naming the lost process when a collective fails because one has gone.
 
     Without this, JAX would wait in the failed collective's shutdown for its own timeout.
@@ -223,7 +227,7 @@ def stop_on_lost_process(timeout_s: float = 60, resume_hint: str = ""):
             raise
         me, total = jax.process_index(), jax.process_count()
         started = time.perf_counter()
-        missing = lost_processes(timeout_s + 5)
+        missing = lost_processes(_timeout_s + 5)  # the coordinator counts a process lost after the timeout
         named = (f"process {missing[0]}" if len(missing) == 1 else f"processes {missing}") if missing else \
             "another process"
         first_line = str(error).strip().splitlines()[0][:200]

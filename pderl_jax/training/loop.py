@@ -26,7 +26,7 @@ from pderl_jax.training.hostmem import current_rss_mib, peak_rss_mib, release_fr
 from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, metric_rows, read_metrics
 from pderl_jax.training.distributed import (any_process, barrier, check_agreement, is_writer, stop_on_lost_process,
                                             to_host)
-from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, run_record
+from pderl_jax.training.run_folder import check_out_dir, prepare_out_dir, run_record
 from pderl_jax.training.sharding import population_shardings
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ def _prepare_run_folder(out_dir: Path, record: dict, env, options: RunOptions, r
         if resume:
             (out_dir / "config.json").write_text(json.dumps(record, indent=2))  # e.g. a larger frame budget
         else:
-            claim_out_dir(out_dir, record, force)
+            prepare_out_dir(out_dir, record)
     barrier("pderl-jax: run folder ready")
 
 

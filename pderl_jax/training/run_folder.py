@@ -52,6 +52,11 @@ def claim_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ..
     Only the files a run writes (`files`) are removed with `force`; anything else stays.
     """
     check_out_dir(out_dir, record, force, files)
+    prepare_out_dir(out_dir, record, files)
+
+
+def prepare_out_dir(out_dir: Path, record: dict, files: tuple[str, ...] = RUN_FILES) -> None:
+    """Remove the files a run writes from a folder `check_out_dir` accepted, and write `config.json`."""
     for name in files:
         path = Path(out_dir) / name
         if path.is_dir():
@@ -128,5 +133,5 @@ def open_run(run_dir: Path, print_fn: Callable[[str], None] = print) -> SavedRun
     return SavedRun(Path(run_dir), config, env, trainer, state, meta)
 
 
-__all__ = ["RUN_FILES", "claim_out_dir", "run_record", "read_run_config", "environment_record",
-           "environment_from_record", "SavedRun", "open_run"]
+__all__ = ["RUN_FILES", "claim_out_dir", "check_out_dir", "prepare_out_dir", "run_record", "read_run_config",
+           "environment_record", "environment_from_record", "SavedRun", "open_run"]
