@@ -97,15 +97,13 @@ import json, sys, time
 import jax, jax.numpy as jnp
 from pderl_jax.config import load_config
 from pderl_jax.envs import BraxEnvironment
-from pderl_jax.training.sharding import shard_leading_axis
 from pderl_jax.training import Trainer
-from pderl_jax.training.sweep import expand_runs, stack_hparams
+from pderl_jax.training.sweep import expand_runs, initial_states
 env = BraxEnvironment({env!r}, episode_length={episode_length})
 base = load_config({env!r}, {{"evolution.pop_size": {pop_size}}})
 trainer = Trainer(base, env)
 runs = expand_runs(base, list(range({seeds})), {{}})
-states = jax.jit(jax.vmap(trainer.init))(jax.vmap(jax.random.key)(jnp.arange({seeds})))
-(states, hparams), placement = shard_leading_axis((states, stack_hparams(runs)), {seeds})
+states, hparams, placement = initial_states(trainer, runs)
 step = jax.jit(lambda st, hp: jax.vmap(trainer.generation)(st, hp), donate_argnums=0)
 states, _ = step(states, hparams); jax.block_until_ready(states)
 times = []

@@ -111,6 +111,16 @@ def stack_hparams(runs: list[Run]) -> Config:
                         *[r.config.replace(seed=seed) for r in runs])
 
 
+def initial_states(trainer: Trainer, runs: list[Run]):
+    """The runs' initial states and stacked settings, their run axis sharded over the devices (each
+    device builds only its runs); also the placement in words."""
+    sharding = leading_axis_sharding(len(runs), "runs")
+    init = jax.jit(lambda seeds: jax.vmap(trainer.init)(jax.vmap(jax.random.key)(seeds)), out_shardings=sharding)
+    states = init(np.asarray([r.seed for r in runs], np.int32))
+    hparams = place(jax.device_get(stack_hparams(runs)), sharding)
+    return states, hparams, placement(sharding, len(runs))
+
+
 def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, generations_per_call: int = 1,
                 progress: bool = True, print_fn: Callable[[str], None] = print, force: bool = False) -> list[dict]:
     """Train all runs together until each has used `base.frames` frames; returns one summary per run.
@@ -138,11 +148,8 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
         out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(base, env)
     start = time.perf_counter()
-    sharding = leading_axis_sharding(len(runs), "runs")
-    init = jax.jit(lambda seeds: jax.vmap(trainer.init)(jax.vmap(jax.random.key)(seeds)), out_shardings=sharding)
-    states = init(np.asarray([r.seed for r in runs], np.int32))  # each device builds only its runs
-    hparams = place(jax.device_get(stack_hparams(runs)), sharding)
-    print_fn(f"sweep: {len(runs)} runs, {placement(sharding, len(runs))}")
+    states, hparams, where = initial_states(trainer, runs)
+    print_fn(f"sweep: {len(runs)} runs, {where}")
 
     def chunk(states, hparams):
         return lax.scan(lambda s, _: jax.vmap(trainer.generation)(s, hparams), states, None,
