@@ -103,7 +103,7 @@ env = BraxEnvironment({env!r}, episode_length={episode_length})
 base = load_config({env!r}, {{"evolution.pop_size": {pop_size}}})
 trainer = Trainer(base, env)
 runs = expand_runs(base, list(range({seeds})), {{}})
-states, hparams, placement = initial_states(trainer, runs)
+states, hparams, _, placement = initial_states(trainer, runs)
 step = jax.jit(lambda st, hp: jax.vmap(trainer.generation)(st, hp), donate_argnums=0)
 states, _ = step(states, hparams); jax.block_until_ready(states)
 times = []

@@ -71,25 +71,65 @@ def environment_for(args, name: str | None = None, vmapped: bool = False):
 
 
 def run_sweep(args, overrides: dict) -> int:
-    """`pderl-jax sweep`: seeds x grid values in one compiled program."""
+    """`pderl-jax sweep`: seeds x grid values in one compiled program, or `--resume DIR` of a stopped one."""
     from pderl_jax.envs import resolve_task
-    from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, train_sweep
+    from pderl_jax.training.run_folder import environment_from_record
+    from pderl_jax.training.sweep import SWEEP_FILE, expand_runs, parse_grid, parse_seeds, read_sweep, train_sweep
 
-    overrides = {"mode": args.mode, "learner.algorithm": args.learner or default_learner(args.mode), **overrides}
-    if args.frames is not None:
-        overrides["frames"] = args.frames
-    base = load_config(resolve_task(args.env), overrides)
-    seeds, grid = parse_seeds(args.seeds), parse_grid(args.grid)
-    if args.generations_per_call < 1:
-        raise ConfigError("--generations-per-call must be at least 1")
-    runs = expand_runs(base, seeds, grid)
-    env, backend = environment_for(args, vmapped=True)
-    out = args.out or Path("results") / f"sweep-{args.env}-{args.mode}"
-    print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs "
-          f"({len(seeds)} seeds x {len(runs) // len(seeds)} settings), {base.frames} frames each -> {out}\n"
-          f"  {backend}")
-    train_sweep(base, runs, env, out, args.generations_per_call, progress=not args.no_progress, force=args.force)
-    return 0
+    if args.resume is not None:
+        refuse_given_on_resume(args, "sweep.json", [("--seeds", args.seeds), ("--grid", args.grid or None),
+                                                   ("--frames", args.frames), ("--set", overrides or None)],
+                               "only --generations, --generations-per-call and the checkpoint flags may change")
+        base, runs, environment, recorded = read_sweep(args.resume)
+        env = environment_from_record(environment, base.task)
+        backend, out = f"backend {env.backend}: as recorded in {args.resume / SWEEP_FILE}", args.resume
+        options = run_options(args, recorded)
+    else:
+        name, mode = args.env or "halfcheetah", args.mode or "pderl"
+        overrides = {"mode": mode, "learner.algorithm": args.learner or default_learner(mode), **overrides}
+        if args.frames is not None:
+            overrides["frames"] = args.frames
+        base = load_config(resolve_task(name), overrides)
+        seeds, grid = parse_seeds(args.seeds or "0..3"), parse_grid(args.grid)
+        runs = expand_runs(base, seeds, grid)
+        options = run_options(args, {})
+        options.validate()  # before the environment is built
+        env, backend = environment_for(args, name, vmapped=True)
+        out = args.out or Path("results") / f"sweep-{name}-{mode}"
+    print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs, "
+          f"{base.frames} frames each -> {out}\n  {backend}")
+    summaries = train_sweep(base, runs, env, out, options, resume=args.resume is not None, force=args.force)
+    return 130 if summaries and summaries[0]["interrupted"] else 0
+
+
+def refuse_given_on_resume(args, record_file: str, more: list[tuple[str, object]], what_may_change: str) -> None:
+    """`--resume` takes the settings recorded in the folder; a flag that would change them is refused."""
+    given = [flag for flag, value in (("--env", args.env), ("--mode", getattr(args, "mode", None)),
+                                      ("--learner", getattr(args, "learner", None)), ("--backend", args.backend),
+                                      ("--out", args.out), ("--env-option", args.env_option or None), *more)
+             if value is not None]
+    if given:
+        raise ConfigError(f"--resume continues as configured in its {record_file}; drop {', '.join(given)} "
+                          f"({what_may_change})")
+
+
+def run_options(args, recorded: dict):
+    """The `RunOptions` of the flags; on resume, what a flag leaves unset comes from the recorded run."""
+    from pderl_jax.training.checkpoint import CheckpointOptions
+    from pderl_jax.training.loop import RunOptions
+
+    def pick(value, name, default):
+        return value if value is not None else recorded.get(name, default)
+
+    return RunOptions(
+        generations_per_call=pick(args.generations_per_call, "generations_per_call", 1),
+        max_generations=pick(args.generations, "max_generations", 0),
+        checkpoint=CheckpointOptions(every=pick(args.checkpoint_every, "checkpoint_every", 5),
+                                     keep=pick(args.keep_checkpoints, "keep_checkpoints", 3),
+                                     replay=not args.no_replay_in_checkpoint and recorded.get("checkpoint_replay",
+                                                                                             True)),
+        progress=not args.no_progress, analyze_every=getattr(args, "analyze_every", 0),
+        tensorboard=getattr(args, "tensorboard", False))
 
 
 def run_analyze(args) -> int:
@@ -202,21 +242,37 @@ def run_plot(args) -> int:
 
 def run_compare(args, overrides: dict) -> int:
     """`pderl-jax compare`: methods x seeds on one task; Table 1 and Figure 4 of the paper."""
-    from pderl_jax.experiments.compare import compare, merge, parse_methods, parse_seed_count
+    from pderl_jax.experiments.compare import compare, merge, parse_methods, parse_seed_count, read_comparison
     from pderl_jax.envs import resolve_task
+    from pderl_jax.training.run_folder import environment_from_record
 
     if args.merge:
         out = args.out or Path("results") / "compare-merged"
         merge(args.merge, out, force=args.force)
     else:
-        methods, seeds = parse_methods(args.methods), parse_seed_count(args.seeds)
-        task = resolve_task(args.env)
-        frames = args.frames if args.frames is not None else load_config(task).frames
-        env, backend = environment_for(args, vmapped=True)
-        out = args.out or Path("results") / f"compare-{args.env}"
+        if args.resume is not None:
+            refuse_given_on_resume(args, "config.json", [("--methods", args.methods), ("--seeds", args.seeds),
+                                                        ("--frames", args.frames), ("--set", overrides or None)],
+                                   "nothing else may change")
+            record = read_comparison(args.resume)
+            task, methods, seeds, frames = record["task"], record["methods"], record["seeds"], record["frames"]
+            overrides = record["overrides"]
+            env = environment_from_record(record["environment"], task)
+            backend, out = f"backend {env.backend}: as recorded in {args.resume / 'config.json'}", args.resume
+        else:
+            methods = parse_methods(args.methods or "pderl,perl,derl,erl,td3,ppo")
+            seeds = parse_seed_count(args.seeds or "5")
+            name = args.env or "halfcheetah"
+            task = resolve_task(name)
+            frames = args.frames if args.frames is not None else load_config(task).frames
+            env, backend = environment_for(args, name, vmapped=True)
+            out = args.out or Path("results") / f"compare-{name}"
         print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}"
               f"\n  {backend}")
-        compare(task, env, methods, seeds, frames, out, overrides, force=args.force, progress=not args.no_progress)
+        summary = compare(task, env, methods, seeds, frames, out, overrides, force=args.force,
+                          progress=not args.no_progress, resume=args.resume is not None)
+        if summary.get("interrupted"):
+            return 130
     print(f"table: {out}/table.md, figure: {out}/figure4.png")
     return 0
 
@@ -224,20 +280,14 @@ def run_compare(args, overrides: dict) -> int:
 def run_train(args, overrides: dict) -> int:
     """`pderl-jax train`: a new run, or `--resume DIR` of an interrupted one."""
     from pderl_jax.envs import resolve_task
-    from pderl_jax.training.checkpoint import CheckpointOptions
-    from pderl_jax.training.loop import RunOptions, train
+    from pderl_jax.training.loop import train
     from pderl_jax.training.run_folder import environment_from_record, read_run_config
 
     if args.frames is not None:
         overrides["frames"] = args.frames
     if args.resume is not None:
-        given = [flag for flag, value in (("--env", args.env), ("--mode", args.mode), ("--learner", args.learner),
-                                          ("--backend", args.backend), ("--seed", args.seed), ("--out", args.out),
-                                          ("--env-option", args.env_option or None))
-                 if value is not None]
-        if given:
-            raise ConfigError(f"--resume continues the run as configured in its config.json; drop {', '.join(given)} "
-                              "(only --frames, --generations and --set may change)")
+        refuse_given_on_resume(args, "config.json", [("--seed", args.seed)],
+                               "only --frames, --generations and --set may change")
         config, environment, recorded = read_run_config(args.resume)
         config = with_overrides(config, overrides)
         env = environment_from_record(environment, config.task)
@@ -254,17 +304,7 @@ def run_train(args, overrides: dict) -> int:
         env = None
         out = args.out or Path("results") / f"{name}-{mode}-seed{seed}"
 
-    def pick(value, name, default):
-        return value if value is not None else recorded.get(name, default)
-
-    options = RunOptions(
-        generations_per_call=pick(args.generations_per_call, "generations_per_call", 1),
-        max_generations=pick(args.generations, "max_generations", 0),
-        checkpoint=CheckpointOptions(every=pick(args.checkpoint_every, "checkpoint_every", 5),
-                                     keep=pick(args.keep_checkpoints, "keep_checkpoints", 3),
-                                     replay=not args.no_replay_in_checkpoint and recorded.get("checkpoint_replay",
-                                                                                             True)),
-        progress=not args.no_progress, analyze_every=args.analyze_every, tensorboard=args.tensorboard)
+    options = run_options(args, recorded)
     options.validate()  # before the environment is built and anything compiles
     if env is None:
         env, backend = environment_for(args, name)
@@ -312,6 +352,23 @@ def add_run_flags(command, out_help: str, force_help: str) -> None:
     command.add_argument("--out", type=Path, default=None, help=out_help)
     command.add_argument("--force", action="store_true", help=force_help)
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_checkpoint_flags(command, resume_help: str) -> None:
+    """--resume, --generations, --generations-per-call and the checkpoint flags of train and sweep."""
+    command.add_argument("--resume", type=Path, default=None, metavar="DIR", help=resume_help)
+    command.add_argument("--generations", type=int, default=None, metavar="N",
+                         help="also stop after N generations in all (default: the frame budget alone); a later "
+                              "--resume continues")
+    command.add_argument("--generations-per-call", type=int, default=None,
+                         help="generations per compiled call (more: less host overhead, coarser logging; default 1)")
+    command.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                         help="checkpoint every N generations (default 5; 0: only at the end and on Ctrl-C)")
+    command.add_argument("--keep-checkpoints", type=int, default=None, metavar="K",
+                         help="keep the newest K checkpoints (default 3)")
+    command.add_argument("--no-replay-in-checkpoint", action="store_true",
+                         help="leave the replay buffer out of checkpoints (smaller; a resume then starts with an "
+                              "empty buffer and is no longer exact)")
 
 
 def add_process_flags(command) -> None:
@@ -362,22 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "time limit per episode (default 1000)")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     train.add_argument("--frames", type=int, default=None, help="stored-frame budget (default: the task's, e.g. 6M)")
-    train.add_argument("--generations", type=int, default=None, metavar="N",
-                       help="also stop after N generations in all (default: the frame budget alone)")
     add_run_flags(train, "results folder (default results/ENV-MODE-seedN)",
                   "overwrite the results of another run in --out")
-    train.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                       help="continue the run in DIR from its newest intact checkpoint; the rows after it are "
-                            "the ones an uninterrupted run writes (--frames/--generations may extend it)")
-    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                       help="checkpoint every N generations (default 5; 0: only at the end and on Ctrl-C)")
-    train.add_argument("--keep-checkpoints", type=int, default=None, metavar="K",
-                       help="keep the newest K checkpoints (default 3)")
-    train.add_argument("--no-replay-in-checkpoint", action="store_true",
-                       help="leave the replay buffer out of checkpoints (smaller; a resume then starts with an "
-                            "empty buffer and is no longer exact)")
-    train.add_argument("--generations-per-call", type=int, default=None,
-                       help="generations per compiled call (more: less host overhead, coarser logging; default 1)")
+    add_checkpoint_flags(train, "continue the run in DIR from its newest intact checkpoint; the rows after it are "
+                         "the ones an uninterrupted run writes (--frames/--generations may extend it)")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard events to OUT/tensorboard (needs tensorboardX)")
     train.add_argument("--analyze-every", type=int, default=0, metavar="N",
@@ -387,18 +432,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_process_flags(train)
 
     sweep = sub.add_parser("sweep", help="several seeds and float hyperparameters as one vmapped program")
-    sweep.add_argument("--env", default="halfcheetah",
+    sweep.add_argument("--env", default=None,
                        help=f"task: {', '.join(TASKS)} or a Gymnasium id (default halfcheetah)")
-    add_algorithm_flags(sweep, "pderl", "algorithm (default pderl)", "off-policy learner (default ddpg)")
+    add_algorithm_flags(sweep, None, "algorithm (default pderl)", "off-policy learner (default ddpg)")
     add_environment_flags(sweep, "mjx (default) or brax: a JAX backend, vmapped with the runs",
                           "brax physics (default auto)", "time limit per episode (default 1000)")
-    sweep.add_argument("--seeds", default="0..3", help="seeds: a range 0..7 or a list 0,3,9 (default 0..3)")
+    sweep.add_argument("--seeds", default=None, help="seeds: a range 0..7 or a list 0,3,9 (default 0..3)")
     sweep.add_argument("--grid", nargs="*", default=[], metavar="SECTION.FIELD=V1,V2",
                        help="float settings to vary, e.g. learner.actor_lr=1e-4,5e-5 evolution.mutation_sigma=0.05,0.1; "
                             "every combination runs with every seed")
     sweep.add_argument("--frames", type=int, default=None, help="stored-frame budget per run (default: the task's)")
     add_run_flags(sweep, "results folder (default results/sweep-ENV-MODE)", "overwrite an earlier sweep in --out")
-    sweep.add_argument("--generations-per-call", type=int, default=1, help="generations per compiled call")
+    add_checkpoint_flags(sweep, "continue the sweep in DIR from its newest intact checkpoint (all runs at once); "
+                         "the rows after it are the ones an uninterrupted sweep writes")
     add_set_flag(sweep, "override any config value for all runs")
     add_process_flags(sweep)
 
@@ -436,11 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--max-steps", type=int, default=None, help="stop the episode after this many steps")
 
     comparison = sub.add_parser("compare", help="methods x seeds on one task: the paper's Table 1 and Figure 4")
-    comparison.add_argument("--env", default="halfcheetah", metavar="TASK",
+    comparison.add_argument("--env", default=None, metavar="TASK",
                             help="a task name or a Gymnasium id (default halfcheetah)")
-    comparison.add_argument("--methods", default="pderl,perl,derl,erl,td3,ppo",
+    comparison.add_argument("--methods", default=None,
                             help="comma-separated: pderl, perl, derl, erl, td3, ddpg, ppo (default: the paper's six)")
-    comparison.add_argument("--seeds", default="5", help="a count (5: seeds 0..4), a range 0..4 or a list 0,3,9")
+    comparison.add_argument("--seeds", default=None, help="a count (5: seeds 0..4; the default), a range 0..4 or a "
+                            "list 0,3,9")
     comparison.add_argument("--frames", type=int, default=None, help="frames per run (default: the task's budget)")
     add_environment_flags(comparison, "mjx (default; seeds vmapped), brax (seeds vmapped) or native (seeds one "
                           "after another; no PPO)", "brax physics; implies --backend brax",
@@ -450,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
                             help="instead of running: merge comparisons of other methods (same task, frames and "
                                  "seeds, e.g. run as separate jobs) into --out")
+    comparison.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                            help="continue the comparison in DIR (stopped with Ctrl-C): finished methods are kept, "
+                                 "the stopped one continues from its checkpoints, the rest run")
     add_set_flag(comparison, "override a setting for every method except PPO")
     add_process_flags(comparison)
 

@@ -163,3 +163,37 @@ def test_bad_comparisons_are_rejected_before_running(tmp_path, monkeypatch, caps
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stopped_comparison_resumes_where_it_stopped(tiny_comparison, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after PDERL's first generation: PDERL continues from its checkpoint, TD3 then runs, and every
+    CSV and final equals the comparison that never stopped."""
+    from pderl_jax.training.loop import StopAfterChunk
+
+    out, whole = tiny_comparison
+    asked = []
+    monkeypatch.setattr(StopAfterChunk, "agreed", lambda self: asked.append(1) or len(asked) > 1)
+    stopped = compare("hopper", CounterEnv(), ["pderl", "td3"], [3, 8], 150, tmp_path / "both", overrides=SMALL,
+                      **QUIET)
+    monkeypatch.undo()
+    assert stopped == {"interrupted": True} and not (tmp_path / "both" / "td3").exists()
+    assert len(read_rows(tmp_path / "both" / "pderl" / "run_000" / "metrics.csv")) == 1
+    assert main(["compare", "--resume", str(tmp_path / "both"), "--seeds", "2"]) == 2
+    assert "drop --seeds" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(tmp_path)]) == 2
+    assert "cannot read the comparison's settings" in capsys.readouterr().err
+    resumed = json.loads((tmp_path / "both" / "config.json").read_text())
+    assert resumed["methods"] == ["pderl", "td3"] and resumed["seeds"] == [3, 8]
+    summary = compare("hopper", CounterEnv(), ["pderl", "td3"], [3, 8], 150, tmp_path / "both", overrides=SMALL,
+                      resume=True, **QUIET)
+    for method in ("pderl", "td3"):
+        assert summary["methods"][method]["finals"] == whole["methods"][method]["finals"], method
+        for run in ("run_000", "run_001"):
+            ours = read_rows(tmp_path / "both" / method / run / "metrics.csv")
+            theirs = read_rows(out / "both" / method / run / "metrics.csv")
+            assert [{**r, "wall_s": 0} for r in ours] == [{**r, "wall_s": 0} for r in theirs], (method, run)
+    written = (tmp_path / "both" / "td3" / "run_000" / "metrics.csv").stat().st_mtime_ns
+    again = compare("hopper", CounterEnv(), ["pderl", "td3"], [3, 8], 150, tmp_path / "both", overrides=SMALL,
+                    resume=True, **QUIET)  # nothing left to run: the finished methods are kept as they are
+    assert again["methods"]["td3"]["finals"] == summary["methods"]["td3"]["finals"]
+    assert (tmp_path / "both" / "td3" / "run_000" / "metrics.csv").stat().st_mtime_ns == written

@@ -8,20 +8,25 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from toy_envs import CounterEnv
 
 from pderl_jax.cli import main
 from pderl_jax.config import ConfigError, load_config
+from pderl_jax.training.checkpoint import Checkpointer
+from pderl_jax.training.generation import Trainer
 from pderl_jax.training.loop import RunOptions, train
-from pderl_jax.training.sweep import expand_runs, parse_grid, parse_seeds, sweepable_fields, train_sweep
+from pderl_jax.training.sweep import (expand_runs, parse_grid, parse_seeds, read_sweep, sweepable_fields,
+                                      train_sweep)
 
 SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,
          "evolution.sync_period": 2, "evolution.genetic_memory_capacity": 64, "evolution.distill_batch_size": 8,
          "evolution.distill_epochs": 1, "evolution.proximal_batch_size": 16, "learner.replay_capacity": 4096,
          "learner.batch_size": 16, "learner.learning_starts": 32, "network.actor_hidden": "16,16",
          "network.critic_input_width": 8, "network.critic_hidden_width": 8, "frames": 200}
+QUIET = RunOptions(progress=False)
 NUMERIC = ["best_fitness", "pop_mean", "champion_test", "rl_test", "critic_loss", "actor_loss"]
 
 
@@ -69,7 +74,7 @@ def one_device(tmp_path_factory):
     out = tmp_path_factory.mktemp("one_device")
     base = load_config("hopper", SMALL)
     runs = expand_runs(base, SWEEP_SEEDS, SWEEP_GRID)
-    summaries = train_sweep(base, runs, CounterEnv(), out / "sweep", progress=False, print_fn=lambda _: None)
+    summaries = train_sweep(base, runs, CounterEnv(), out / "sweep", QUIET, print_fn=lambda _: None)
     train(runs[SINGLE].config, CounterEnv(), out / "single", RunOptions(progress=False), print_fn=lambda _: None)
     return out, base, runs, summaries
 
@@ -78,7 +83,7 @@ def test_a_sweep_equals_its_runs_done_one_by_one(one_device):
     """Seeds 3 and 4 with two actor learning rates: a sweep run's CSV matches the same run alone."""
     out, base, runs, summaries = one_device
     with pytest.raises(ConfigError, match="already holds a sweep.*--force"):
-        train_sweep(base, runs, CounterEnv(), out / "sweep", progress=False, print_fn=lambda _: None)
+        train_sweep(base, runs, CounterEnv(), out / "sweep", QUIET, print_fn=lambda _: None)
     assert [s["run"] for s in summaries] == [0, 1, 2, 3]
     table = read(out / "sweep" / "runs.csv")
     assert [(int(r["seed"]), float(r["learner.actor_lr"])) for r in table] == [
@@ -113,7 +118,7 @@ SHARDING_SCRIPT = textwrap.dedent("""
     base = load_config("hopper", {small!r})
     runs = expand_runs(base, {seeds!r}, {grid!r})
     out = {out!r}
-    train_sweep(base, runs, CounterEnv(), out + "/sweep", progress=False, print_fn=print)
+    train_sweep(base, runs, CounterEnv(), out + "/sweep", RunOptions(progress=False), print_fn=print)
     train(runs[{single}].config, CounterEnv(), out + "/single", RunOptions(progress=False), print_fn=print)
     print("devices", len(jax.devices()))
 """)
@@ -133,3 +138,52 @@ def test_sharded_over_four_devices_matches_one_device(tmp_path, one_device):
     # a tolerance: a program sharded over 4 devices is another program than the one-device one
     for name in ("sweep/run_000", "sweep/run_003", "single"):
         assert_same_rows(read(tmp_path / name / "metrics.csv"), read(reference / name / "metrics.csv"), name)
+
+
+def test_a_stopped_sweep_resumes_row_for_row(one_device, tmp_path):
+    """Stopped after 2 generations and resumed from sweep.json: every run's CSV equals the uninterrupted
+    sweep's, and each run's own final checkpoint is that run's state."""
+    out, base, runs, _ = one_device
+    stopped = tmp_path / "stopped"
+    first = train_sweep(base, runs, CounterEnv(), stopped, RunOptions(progress=False, max_generations=2),
+                        print_fn=lambda _: None)
+    assert first and all(s["interrupted"] for s in first) and not (stopped / "runs.csv").exists()
+    assert [len(read(stopped / f"run_{r.index:03d}" / "metrics.csv")) for r in runs] == [2] * len(runs)
+    with pytest.raises(ConfigError, match="already holds a sweep.*--resume"):
+        train_sweep(base, runs, CounterEnv(), stopped, QUIET, print_fn=lambda _: None)
+    recorded_base, recorded_runs, environment, recorded_options = read_sweep(stopped)
+    assert recorded_base == base and [r.config for r in recorded_runs] == [r.config for r in runs]
+    assert environment["name"] == "CounterEnv" and recorded_options["max_generations"] == 2
+    final = train_sweep(recorded_base, recorded_runs, CounterEnv(), stopped, QUIET, resume=True,
+                        print_fn=lambda _: None)
+    assert not any(s["interrupted"] for s in final)
+    columns = [c for c in read(out / "sweep" / "run_000" / "metrics.csv")[0] if c != "wall_s"]
+    for run in runs:
+        name = f"run_{run.index:03d}/metrics.csv"
+        resumed, whole = read(stopped / name), read(out / "sweep" / name)
+        assert [[r[c] for c in columns] for r in resumed] == [[r[c] for c in columns] for r in whole], name
+    assert read(stopped / "runs.csv") == read(out / "sweep" / "runs.csv")
+
+    # run SINGLE's own checkpoint holds its state: close to the same run trained alone, not another run's
+    trainer = Trainer(runs[SINGLE].config, CounterEnv())
+    like = jax.eval_shape(trainer.init, jax.random.key(0))
+    alone, _ = Checkpointer(out / "single").restore_latest(like)
+    swept, meta = Checkpointer(stopped / f"run_{SINGLE:03d}").restore_latest(like)
+    other, _ = Checkpointer(stopped / "run_000").restore_latest(like)
+    last = read(stopped / f"run_{SINGLE:03d}" / "metrics.csv")[-1]
+    assert int(swept.generation) == int(last["generation"]) and int(swept.frames) == int(last["frames"])
+    def members(state):
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.evolution.population.members)])
+    np.testing.assert_allclose(members(swept), members(alone), rtol=1e-3, atol=1e-4)
+    assert np.abs(members(other) - members(alone)).max() > 1e-2
+
+
+def test_sweep_resume_refuses_new_settings(tmp_path, capsys):
+    assert main(["sweep", "--resume", str(tmp_path), "--seeds", "0..1", "--frames", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "continues as configured in its sweep.json; drop --seeds, --frames" in err
+    assert main(["sweep", "--resume", str(tmp_path)]) == 2
+    assert "sweep.json not found" in capsys.readouterr().err
+    (tmp_path / "sweep.json").write_text('{"config": {"seed": "zero"}}')
+    assert main(["sweep", "--resume", str(tmp_path)]) == 2
+    assert "is not a sweep record" in capsys.readouterr().err

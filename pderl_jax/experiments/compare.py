@@ -27,6 +27,7 @@ from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigE
 from pderl_jax.envs.rollout import Environment
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
+from pderl_jax.training.checkpoint import Checkpointer
 from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
 from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, environment_record, prepare_out_dir
@@ -87,22 +88,39 @@ def device_description() -> str:
 
 
 def run_method(method: str, task: str, env: Environment, seeds: list[int], frames: int, out_dir: Path,
-               overrides: dict, progress: bool, print_fn) -> list[Path]:
-    """Every seed of one method into `out_dir/run_<i>/`; returns the run folders."""
+               overrides: dict, progress: bool, print_fn, resume: bool = False) -> tuple[list[Path], bool]:
+    """Every seed of one method into `out_dir/run_<i>/`; returns the run folders and whether it was
+    stopped (Ctrl-C) before the end. With `resume`, finished runs are kept and stopped ones continue
+    from their checkpoints (PPO, which has none, starts again)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = [out_dir / f"run_{i:03d}" for i in range(len(seeds))]
     if method == "ppo":
         for seed, folder in zip(seeds, folders):
-            train_ppo(env, seed, frames, folder, print_fn=print_fn)
-        return folders
+            if not (resume and (folder / "summary.json").exists()):
+                train_ppo(env, seed, frames, folder, print_fn=print_fn)
+        return folders, False
     config = method_config(task, method, frames, overrides)
+    options = RunOptions(progress=progress)
     if getattr(env, "batched", False):  # native MuJoCo: host callbacks cannot be vmapped
         for seed, folder in zip(seeds, folders):
-            train(config.replace(seed=seed), env, folder, RunOptions(progress=progress), force=True,
-                  print_fn=print_fn)
-    else:
-        train_sweep(config, expand_runs(config, seeds, {}), env, out_dir, progress=progress, print_fn=print_fn)
-    return folders
+            if resume and _finished(folder / "summary.json"):
+                continue
+            again = resume and bool(Checkpointer(folder).steps())
+            summary = train(config.replace(seed=seed), env, folder, options, resume=again, force=not again,
+                            print_fn=print_fn)
+            if summary["interrupted"]:
+                return folders, True
+        return folders, False
+    if resume and (out_dir / "runs.csv").exists():
+        return folders, False
+    again = resume and bool(Checkpointer(out_dir).steps())
+    summaries = train_sweep(config, expand_runs(config, seeds, {}), env, out_dir, options, resume=again,
+                            force=resume and not again, print_fn=print_fn)
+    return folders, summaries[0]["interrupted"]
+
+
+def _finished(summary_file: Path) -> bool:
+    return summary_file.exists() and not json.loads(summary_file.read_text()).get("interrupted", False)
 
 
 def final_tests(folders: list[Path]) -> list[float]:
@@ -117,8 +135,13 @@ def final_tests(folders: list[Path]) -> list[float]:
 
 
 def compare(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int, out_dir: Path,
-            overrides: dict | None = None, force: bool = False, progress: bool = True, print_fn=print) -> dict:
-    """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`."""
+            overrides: dict | None = None, force: bool = False, progress: bool = True, print_fn=print,
+            resume: bool = False) -> dict:
+    """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`.
+
+    Ctrl-C stops the method running (checkpointed) and returns {"interrupted": True}; `resume`
+    continues a comparison recorded in `out_dir/config.json` (`read_comparison`) where it stopped.
+    """
     overrides = dict(overrides or {})
     if "ppo" in methods and getattr(env, "batched", False):
         raise ConfigError("PPO comes from brax.training and needs JAX physics; drop ppo from --methods or use "
@@ -132,12 +155,13 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
         raise ConfigError("PPO (brax.training) runs in one process; drop ppo from --methods, or compare it in a "
                           "separate one-process run and join the two with --merge")
     out_dir = Path(out_dir)
-    record = {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
-              "environment": {**environment_record(env), "name": getattr(env, "task", task)}}
-    check_agreement({**record, "out": str(out_dir.absolute()), "force": force}, "comparison settings")
-    check_out_dir(out_dir, record, force, files=COMPARE_FILES)
+    record = comparison_record(task, env, methods, seeds, frames, overrides)
+    check_agreement({**record, "out": str(out_dir.absolute()), "force": force, "resume": resume},
+                    "comparison settings")
+    if not resume:
+        check_out_dir(out_dir, record, force, files=COMPARE_FILES)
     barrier("pderl-jax: comparison folder checked")
-    if is_writer():
+    if is_writer() and not resume:
         prepare_out_dir(out_dir, record, files=COMPARE_FILES)
     barrier("pderl-jax: comparison folder ready")
     device = device_description()
@@ -145,20 +169,55 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
     for method in methods:
         print_fn(f"compare: {method} on {task}, seeds {seeds}, {frames} frames")
         start = time.perf_counter()
-        folders = run_method(method, task, env, seeds, frames, out_dir / method, overrides, progress, print_fn)
+        folders, stopped = run_method(method, task, env, seeds, frames, out_dir / method, overrides, progress,
+                                      print_fn, resume)
+        if stopped:
+            print_fn(f"compare: stopped during {method}; continue with pderl-jax compare --resume {out_dir}")
+            return {"interrupted": True}
         barrier(f"pderl-jax: {method} written")  # process 0's files, read next by every process
-        wall = time.perf_counter() - start
+        wall, compile_s = method_timing(out_dir / method, folders, time.perf_counter() - start)
         finals = final_tests(folders)
-        sweep_summary = out_dir / method / "summary.json"
-        compile_s = json.loads(sweep_summary.read_text()).get("compile_s") if sweep_summary.exists() else None
-        results[method] = {**final_statistics(finals), "finals": finals, "wall_s": round(wall, 1),
-                           "compile_s": compile_s, "device": device,
-                           "runs": [str(f.relative_to(out_dir)) for f in folders]}
+        results[method] = {**final_statistics(finals), "finals": finals, "wall_s": wall, "compile_s": compile_s,
+                           "device": device, "runs": [str(f.relative_to(out_dir)) for f in folders]}
         print_fn(f"compare: {method} final champion test {results[method]['mean']:.1f} +- "
-                 f"{results[method]['std']:.1f} over {len(seeds)} seeds ({wall:.0f} s)")
+                 f"{results[method]['std']:.1f} over {len(seeds)} seeds ({results[method]['wall_s']:.0f} s)")
     summary = {"task": task, "frames": frames, "seeds": seeds, "device": device,
                "environment": record["environment"], "methods": results}
     return write_report(summary, out_dir, print_fn)
+
+
+def method_timing(method_dir: Path, folders: list[Path], measured_s: float) -> tuple[float, float | None]:
+    """(wall-clock, compile) seconds of a method, over all the sessions of a resumed comparison: the
+    sweep's summary (its wall time continues across resumes), else the sum over its runs' summaries
+    (one run after another), else what this process measured."""
+    files = [method_dir / "summary.json"] if (method_dir / "summary.json").exists() else [
+        f / "summary.json" for f in folders]
+    if not all(f.exists() for f in files):
+        return round(measured_s, 1), None
+    summaries = [json.loads(f.read_text()) for f in files]
+    compile_s = sum(s["compile_s"] for s in summaries) if all("compile_s" in s for s in summaries) else None
+    return round(sum(s["wall_s"] for s in summaries), 1), compile_s
+
+
+def comparison_record(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int,
+                      overrides: dict) -> dict:
+    """A comparison's `config.json`: what `--resume` needs to continue it."""
+    return {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
+            "environment": {**environment_record(env), "name": getattr(env, "task", task)}}
+
+
+def read_comparison(out_dir: Path) -> dict:
+    """The recorded settings of a comparison folder (`comparison_record`), for `compare --resume`."""
+    path = Path(out_dir) / "config.json"
+    try:
+        record = json.loads(path.read_text())
+        missing = [k for k in ("task", "methods", "seeds", "frames", "overrides", "environment") if k not in record]
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot read the comparison's settings ({error}); --resume takes a folder "
+                          "written by pderl-jax compare") from None
+    if missing:
+        raise ConfigError(f"{path} is not a comparison's config.json (no {', '.join(missing)})")
+    return record
 
 
 def write_report(summary: dict, out_dir: Path, print_fn=print) -> dict:

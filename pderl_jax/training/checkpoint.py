@@ -24,7 +24,7 @@ from pderl_jax.config import ConfigError
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"
 FORMAT = 2  # 2: the population (members and memories) as one value inside an optional evolution state
-WRITTEN_BY = {1: "pderl-jax 0.1", 2: "pderl-jax 0.2 to 0.5"}  # format -> the versions that write it
+WRITTEN_BY = {1: "pderl-jax 0.1", 2: "pderl-jax 0.2 to 0.6"}  # format -> the versions that write it
 
 
 class CheckpointFormatError(ConfigError):
@@ -92,10 +92,11 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, state, meta: dict) -> None:
-        """Write the state at generation `int(state.generation)`, with `meta` (wall time, CSV rows...)."""
+        """Write the state at its generation, with `meta` (wall time, CSV rows...); a sweep's stacked runs
+        share one generation."""
         tree = to_host(state if self.options.replay else state.replace(replay=None))
         meta = {**meta, "format": FORMAT, "replay": self.options.replay, "digest": state_digest(tree)}
-        step = int(tree.generation)
+        step = int(np.max(tree.generation))
         if step in self._manager.all_steps():  # e.g. a final save right after a periodic one
             return
         self._manager.save(step, args=self._ocp.args.Composite(state=self._ocp.args.StandardSave(tree),

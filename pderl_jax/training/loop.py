@@ -91,7 +91,7 @@ def _finite_parameters(state: TrainState) -> dict:
     return {name: finite(tree) for name, tree in parts.items()}
 
 
-class _StopAfterChunk:
+class StopAfterChunk:
     """SIGINT (Ctrl-C) finishes the current chunk, then the run checkpoints and exits; a second one aborts."""
 
     def __init__(self, print_fn):
@@ -109,6 +109,13 @@ class _StopAfterChunk:
             raise KeyboardInterrupt
         self.requested = True
         self._print("\ninterrupt: finishing the current generations, then checkpointing (Ctrl-C again to abort)")
+
+    def agreed(self) -> bool:
+        """Whether to stop now; over several processes every one stops after the same chunk, wherever
+        Ctrl-C arrived."""
+        if jax.process_count() > 1:
+            self.requested = any_process(self.requested)
+        return self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -133,7 +140,7 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     options.validate()
     out_dir = Path(out_dir)
     _prepare_run_folder(out_dir, run_record(config, env, options), env, options, resume, force)
-    processes, writer = jax.process_count(), is_writer()
+    writer = is_writer()
     print_fn(format_memory_estimate(memory_estimate(config, env.obs_dim, env.action_dim)))
 
     trainer = Trainer(config, env)
@@ -182,13 +189,8 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     bar = tqdm(total=config.frames, initial=min(int(state.frames), config.frames), unit="frame",
                disable=not (options.progress and writer), dynamic_ncols=True)
     resume_hint = f"Restart every process with --resume {out_dir} to continue from the last checkpoint"
-    with logger, _StopAfterChunk(bar.write) as stop, stop_on_lost_process(resume_hint=resume_hint):
-        def stop_agreed():  # every process stops after the same chunk, wherever Ctrl-C arrived
-            if processes > 1:
-                stop.requested = any_process(stop.requested)
-            return stop.requested
-
-        while running(state) and not stop_agreed():
+    with logger, StopAfterChunk(bar.write) as stop, stop_on_lost_process(resume_hint=resume_hint):
+        while running(state) and not stop.agreed():
             first = int(state.generation) + 1
             frames_before = int(state.frames)
             state, metrics = step(state)
@@ -207,9 +209,9 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
                       "the environment's rewards")
             last = new_rows[-1]
             bar.update(min(last["frames"], config.frames) - min(frames_before, config.frames))
-            if _reaches_multiple(options.checkpoint.every, first, last["generation"]):
+            if reaches_multiple(options.checkpoint.every, first, last["generation"]):
                 checkpoint(state)
-            if config.has_population and _reaches_multiple(options.analyze_every, first, last["generation"]):
+            if config.has_population and reaches_multiple(options.analyze_every, first, last["generation"]):
                 _analyze_during_run(trainer, state, out_dir, last["generation"], options.analyze_draws, bar)
             bar.set_postfix(gen=last["generation"], fps=f"{last['frames'] / elapsed():.0f}",
                             test=f"{last['champion_test']:.1f}", rl=f"{last['rl_test']:.1f}")
@@ -262,7 +264,7 @@ def _prepare_run_folder(out_dir: Path, record: dict, env, options: RunOptions, r
     barrier("pderl-jax: run folder ready")
 
 
-def _reaches_multiple(every: int, first: int, last: int) -> bool:
+def reaches_multiple(every: int, first: int, last: int) -> bool:
     """Whether generations first..last include a multiple of `every` (0: never)."""
     return bool(every) and last // every > (first - 1) // every
 
@@ -286,4 +288,4 @@ def _analyze_during_run(trainer, state, out_dir: Path, generation: int, draws: i
     bar.write(f"generation {generation}: " + format_summary(summary))
 
 
-__all__ = ["train", "RunOptions", "TrainingDiverged", "nonfinite_quantities"]
+__all__ = ["train", "RunOptions", "StopAfterChunk", "TrainingDiverged", "nonfinite_quantities", "reaches_multiple"]

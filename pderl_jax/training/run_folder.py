@@ -55,8 +55,10 @@ def claim_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ..
     prepare_out_dir(out_dir, record, files)
 
 
-def prepare_out_dir(out_dir: Path, record: dict, files: tuple[str, ...] = RUN_FILES) -> None:
-    """Remove the files a run writes from a folder `check_out_dir` accepted, and write `config.json`."""
+def prepare_out_dir(out_dir: Path, record: dict, files: tuple[str, ...] = RUN_FILES,
+                    record_file: str = "config.json") -> None:
+    """Remove the files a run writes from a folder `check_out_dir` accepted, and write the record
+    (`config.json`)."""
     for name in files:
         path = Path(out_dir) / name
         if path.is_dir():
@@ -64,7 +66,7 @@ def prepare_out_dir(out_dir: Path, record: dict, files: tuple[str, ...] = RUN_FI
         elif path.exists():
             path.unlink()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "config.json").write_text(json.dumps(record, indent=2))
+    (Path(out_dir) / record_file).write_text(json.dumps(record, indent=2))
 
 
 def check_out_dir(out_dir: Path, record: dict, force: bool, files: tuple[str, ...] = RUN_FILES) -> None:
@@ -92,13 +94,15 @@ def run_record(config: Config, env: Environment, options: RunOptions | None = No
 
 
 def read_run_config(run_dir: Path) -> tuple[Config, dict, dict]:
-    """(config, environment record, run options record) of a folder written by `train`."""
+    """(config, environment record, run options record) of a folder written by `train`, or of a sweep's
+    run (whose swept values are recorded apart as well)."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
-        raise ConfigError(f"{path} not found: pass a folder written by pderl-jax train")
+        raise ConfigError(f"{path} not found: pass a folder written by pderl-jax train (or a sweep's run_<i>)")
     try:
         raw = json.loads(path.read_text())
         environment, run = raw.pop("environment"), raw.pop("run", {})
+        raw.pop("sweep", None)
     except (ValueError, KeyError, AttributeError) as error:
         raise ConfigError(f"{path} is not a run's config.json ({error})") from None
     config = from_dict(raw)

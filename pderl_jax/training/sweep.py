@@ -4,9 +4,10 @@ Every run has the same structure (task, population size, network sizes, mode); w
 its seed and any float setting (learning rates, tau, gamma, sigmas, ...), which reach the
 generation as traced leaves of a stacked `Config`. The run axis is sharded over the devices
 when it divides evenly (over several processes it must: each computes its share, and the
-metrics are gathered to all of them). Each run writes its own `run_<i>/metrics.csv` and
-`config.json` (the same files as a single run), and `runs.csv` summarises them all; with
-several processes, process 0 writes every file.
+metrics are gathered to all of them). Each run writes its own `run_<i>/metrics.csv`,
+`config.json` and, once finished, checkpoint (the same files as a single run), and `runs.csv`
+summarises them all. `sweep.json` and the stacked checkpoints in `checkpoints/` let a stopped
+sweep continue (`pderl-jax sweep --resume DIR`). With several processes, process 0 writes every file.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ import numpy as np
 from jax import lax
 from tqdm import tqdm
 
-from pderl_jax.config import SECTIONS, Config, ConfigError, override, to_dict, validate
+from pderl_jax.config import SECTIONS, Config, ConfigError, from_dict, override, to_dict, validate
 from pderl_jax.envs.rollout import Environment
+from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
+from pderl_jax.training.distributed import barrier, check_agreement, is_writer, stop_on_lost_process, to_host
 from pderl_jax.training.generation import Trainer
 from pderl_jax.training.hostmem import release_freed_memory
-from pderl_jax.training.metrics import MetricsLog, metric_rows
-from pderl_jax.training.run_folder import environment_record
-from pderl_jax.training.distributed import barrier, check_agreement, is_writer, stop_on_lost_process, to_host
-from pderl_jax.training.sharding import leading_axis_sharding, place, placement
+from pderl_jax.training.loop import RunOptions, StopAfterChunk, reaches_multiple
+from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, metric_rows, read_metrics
+from pderl_jax.training.run_folder import environment_record, prepare_out_dir, run_record
+from pderl_jax.training.sharding import leading_axis_sharding, place, placement, replicated_sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,16 +95,19 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
 
 def expand_runs(base: Config, seeds: list[int], grid: dict[str, list[float]]) -> list[Run]:
     """The cartesian product seeds x grid values, each validated."""
-    runs = []
     names = list(grid)
-    for combo in itertools.product(*(grid[n] for n in names)):
-        for seed in seeds:
-            config = base.replace(seed=seed)
-            for name, value in zip(names, combo):
-                config = override(config, name, value)
-            validate(config)
-            runs.append(Run(index=len(runs), seed=seed, values=dict(zip(names, combo)), config=config))
-    return runs
+    combos = [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+    return [make_run(base, index, seed, values)
+            for index, (values, seed) in enumerate(itertools.product(combos, seeds))]
+
+
+def make_run(base: Config, index: int, seed: int, values: dict) -> Run:
+    """Run `index`: the base config with its seed and swept values, validated."""
+    config = base.replace(seed=seed)
+    for name, value in values.items():
+        config = override(config, name, value)
+    validate(config)
+    return Run(index=index, seed=seed, values=dict(values), config=config)
 
 
 def stack_hparams(runs: list[Run]) -> Config:
@@ -113,97 +119,143 @@ def stack_hparams(runs: list[Run]) -> Config:
 
 def initial_states(trainer: Trainer, runs: list[Run]):
     """The runs' initial states and stacked settings, their run axis sharded over the devices (each
-    device builds only its runs); also the placement in words."""
+    device builds only its runs); also that sharding and the placement in words."""
     sharding = leading_axis_sharding(len(runs), "runs")
     init = jax.jit(lambda seeds: jax.vmap(trainer.init)(jax.vmap(jax.random.key)(seeds)), out_shardings=sharding)
     states = init(np.asarray([r.seed for r in runs], np.int32))
     hparams = place(jax.device_get(stack_hparams(runs)), sharding)
-    return states, hparams, placement(sharding, len(runs))
+    return states, hparams, sharding, placement(sharding, len(runs))
 
 
-def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, generations_per_call: int = 1,
-                progress: bool = True, print_fn: Callable[[str], None] = print, force: bool = False) -> list[dict]:
+SWEEP_FILE = "sweep.json"  # the sweep's settings and runs, read back by --resume
+SWEEP_FILES = (SWEEP_FILE, "runs.csv", "summary.json", CHECKPOINT_DIR, DAMAGED_DIR)  # besides the run_<i> folders
+
+
+def sweep_record(base: Config, runs: list[Run], env: Environment, options: RunOptions) -> dict:
+    """What `sweep.json` holds: enough to rebuild the sweep and continue it."""
+    return {"config": to_dict(base), "runs": [{"seed": r.seed, "values": r.values} for r in runs],
+            "environment": environment_record(env), "run": run_record(base, env, options)["run"]}
+
+
+def read_sweep(out_dir: Path) -> tuple[Config, list[Run], dict, dict]:
+    """(base config, runs, environment record, run options record) of a sweep folder's `sweep.json`."""
+    path = Path(out_dir) / SWEEP_FILE
+    if not path.exists():
+        raise ConfigError(f"{path} not found: --resume takes a folder written by pderl-jax sweep (version 0.6 or "
+                          "later)")
+    try:
+        record = json.loads(path.read_text())
+        base = from_dict(record["config"])
+        validate(base)
+        runs = [make_run(base, i, run["seed"], run["values"]) for i, run in enumerate(record["runs"])]
+        return base, runs, record["environment"], record["run"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path} is not a sweep record ({type(error).__name__}: {error})") from None
+
+
+def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, options: RunOptions = RunOptions(),
+                *, resume: bool = False, force: bool = False, print_fn: Callable[[str], None] = print) -> list[dict]:
     """Train all runs together until each has used `base.frames` frames; returns one summary per run.
 
     Like a single run, each run stops at the first generation that takes it past the budget; its
-    later generations (while other runs finish) are computed but not written. A folder holding an
-    earlier sweep is refused unless `force`.
+    later generations (while other runs finish) are computed but not written. When a run finishes,
+    its state is checkpointed into its own folder, so `pderl-jax analyze/evaluate/render` read a
+    sweep's run like any other. The sweep checkpoints all runs every `options.checkpoint.every`
+    generations, at the end and on Ctrl-C (or after `options.max_generations`); `resume` continues
+    from the newest intact one, row for row as if never stopped. A folder holding an earlier sweep
+    is refused unless `force`.
     """
     if getattr(env, "batched", False):
         raise ConfigError("sweeps vmap the environment, so they need a JAX backend (--backend mjx or brax; the "
                           "native MuJoCo backend steps on the host); run native seeds as separate pderl-jax train runs")
+    if options.analyze_every or options.tensorboard:
+        raise ConfigError("--analyze-every and --tensorboard are options of pderl-jax train; run pderl-jax analyze "
+                          "on a sweep's run_<i> folders afterwards")
+    options.validate()
     out_dir = Path(out_dir)
-    check_agreement({"config": to_dict(base), "runs": [dataclasses.asdict(r) for r in runs], "out": str(out_dir),
-                     "environment": environment_record(env), "generations_per_call": generations_per_call,
-                     "force": force}, "sweep settings")
+    record = sweep_record(base, runs, env, options)
+    _prepare_sweep_folder(out_dir, record, runs, env, resume, force)
     writer = is_writer()
-    previous = sorted(p.name for p in out_dir.glob("run_[0-9][0-9][0-9]")) if out_dir.is_dir() else []
-    if (previous or (out_dir / "runs.csv").exists()) and not force:
-        raise ConfigError(f"{out_dir} already holds a sweep ({', '.join(previous[:3]) or 'runs.csv'}...); choose "
-                          "another --out or pass --force to overwrite it")
-    barrier("pderl-jax: sweep folder checked")
-    if writer:
-        for name in previous:
-            shutil.rmtree(out_dir / name)
-        out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(base, env)
+    run_dirs = [out_dir / f"run_{run.index:03d}" for run in runs]
+    checkpointer = Checkpointer(out_dir, options.checkpoint)
     start = time.perf_counter()
-    states, hparams, where = initial_states(trainer, runs)
+    states, hparams, sharding, where = initial_states(trainer, runs)
     print_fn(f"sweep: {len(runs)} runs, {where}")
+    generation, wall_offset, rows = 0, 0.0, [[] for _ in runs]  # the runs advance together
+    if resume:
+        like = jax.eval_shape(lambda s: s, states)
+        restored = checkpointer.restore_latest(like, states.replay, print_fn, jax.tree.map(lambda _: sharding, like))
+        if restored is None:
+            raise ConfigError(f"no intact checkpoint in {out_dir / CHECKPOINT_DIR}; start the sweep again with --force")
+        states, meta = restored
+        generation, wall_offset = meta["generation"], meta["wall_s"]
+        rows = [read_metrics(d / METRICS_FILE, generation) for d in run_dirs]
+        print_fn(f"resuming from generation {generation}" + ("" if meta["replay"] else
+                 "; the replay buffers were not saved, so they start empty and the runs will differ from "
+                 "uninterrupted ones"))
 
     def chunk(states, hparams):
         return lax.scan(lambda s, _: jax.vmap(trainer.generation)(s, hparams), states, None,
-                        length=generations_per_call)
+                        length=options.generations_per_call)
 
     step = jax.jit(chunk, donate_argnums=0).lower(states, hparams).compile()
     compile_s = time.perf_counter() - start
     release_freed_memory()
     print_fn(f"compiled in {compile_s:.1f} s")
 
-    logs = []
-    for run in runs:
-        run_dir = out_dir / f"run_{run.index:03d}"
-        if writer:
-            run_dir.mkdir(exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(
-                {**to_dict(run.config), "environment": environment_record(env), "sweep": run.values}, indent=2))
-        logs.append(MetricsLog(run_dir, write=writer))
+    def elapsed():
+        return wall_offset + time.perf_counter() - start
+
+    def checkpoint(states):
+        checkpointer.save(states, {"wall_s": elapsed(), "generation": generation,
+                                   "generations_per_call": options.generations_per_call})
+
+    logs = [MetricsLog(d, r, write=writer) for d, r in zip(run_dirs, rows)]
     rows = [log.rows for log in logs]
-    done = np.zeros(len(runs), bool)
-    bar = tqdm(total=base.frames * len(runs), unit="frame", disable=not (progress and writer), dynamic_ncols=True)
-    with contextlib.ExitStack() as open_files, stop_on_lost_process():
+    done = np.asarray([bool(r) and r[-1]["frames"] > base.frames for r in rows])
+    used = sum(min(r[-1]["frames"], base.frames) for r in rows if r)
+    bar = tqdm(total=base.frames * len(runs), initial=used, unit="frame", disable=not (options.progress and writer),
+               dynamic_ncols=True)
+    hint = f"Restart every process with pderl-jax sweep --resume {out_dir} to continue from the last checkpoint"
+    with contextlib.ExitStack() as open_files, StopAfterChunk(bar.write) as stop, stop_on_lost_process(hint):
         open_files.callback(bar.close)
         for log in logs:
             open_files.enter_context(log)
-        generation = 0  # the runs advance together
-        while not done.all():
+        while (not done.all() and not (options.max_generations and generation >= options.max_generations)
+               and not stop.agreed()):
+            first = generation + 1
             states, metrics = step(states, hparams)
             metrics = to_host(metrics)
-            elapsed = time.perf_counter() - start
+            generation += options.generations_per_call
+            finished = []
             for i in np.flatnonzero(~done):
                 run_metrics = jax.tree.map(lambda x: x[:, i], metrics)
-                for row in metric_rows(run_metrics, generation + 1, elapsed):  # up to the row past the budget
-                    if done[i]:
-                        break
+                for row in metric_rows(run_metrics, first, elapsed()):  # up to the row past the budget
                     before = rows[i][-1]["frames"] if rows[i] else 0
                     logs[i].write([row])
                     bar.update(min(row["frames"], base.frames) - min(before, base.frames))
-                    done[i] = row["frames"] > base.frames
-            generation += generations_per_call
-            bar.set_postfix(done=f"{done.sum()}/{len(runs)}", fps=f"{sum(r[-1]['frames'] for r in rows) / elapsed:.0f}")
-    wall = time.perf_counter() - start
-    summaries = []
-    for run, run_rows in zip(runs, rows):
-        tests = [r["champion_test"] for r in run_rows if not math.isnan(r["champion_test"])]
-        summaries.append({"run": run.index, "seed": run.seed, **run.values, "generations": run_rows[-1]["generation"],
-                          "frames": run_rows[-1]["frames"], "final_champion_test": run_rows[-1]["champion_test"],
-                          "best_champion_test": max(tests) if tests else float("nan"),
-                          "final_rl_test": run_rows[-1]["rl_test"]})
+                    if row["frames"] > base.frames:
+                        done[i] = True
+                        finished.append(i)
+                        break
+            for i in finished:
+                _checkpoint_run(states, i, run_dirs[i], options.checkpoint, elapsed())
+            if reaches_multiple(options.checkpoint.every, first, generation):
+                checkpoint(states)
+            bar.set_postfix(done=f"{done.sum()}/{len(runs)}", fps=f"{sum(r[-1]['frames'] for r in rows) / elapsed():.0f}")
+        checkpoint(states)
+    wall = elapsed()
+    summaries = [_run_summary(run, run_rows) for run, run_rows in zip(runs, rows) if run_rows]
+    if not done.all():
+        print_fn(f"stopped after generation {generation} ({done.sum()} of {len(runs)} runs done); checkpointed. "
+                 f"Continue with pderl-jax sweep --resume {out_dir}")
+        return [{**s, "interrupted": True} for s in summaries]
     if writer:
         with open(out_dir / "runs.csv", "w", newline="") as f:
-            writer_csv = csv.DictWriter(f, fieldnames=list(summaries[0]))
-            writer_csv.writeheader()
-            writer_csv.writerows(summaries)
+            table = csv.DictWriter(f, fieldnames=list(summaries[0]))
+            table.writeheader()
+            table.writerows(summaries)
         (out_dir / "summary.json").write_text(json.dumps(
             {"runs": len(runs), "processes": jax.process_count(), "wall_s": round(wall, 1),
              "compile_s": round(compile_s, 1),
@@ -211,7 +263,44 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
     print_fn(format_table(summaries))
     print_fn(f"done: {len(runs)} runs in {wall:.1f} s (compile {compile_s:.1f} s); results in {out_dir}/run_*/ "
              f"and {out_dir}/runs.csv")
-    return summaries
+    return [{**s, "interrupted": False} for s in summaries]
+
+
+def _prepare_sweep_folder(out_dir: Path, record: dict, runs: list[Run], env: Environment, resume: bool,
+                          force: bool) -> None:
+    """Check the folder (every process), then process 0 alone clears an earlier sweep (with `force`) and
+    writes `sweep.json` and each run's `config.json`; a resumed sweep's folder is left as it is."""
+    check_agreement({**record, "out": str(out_dir.absolute()), "resume": resume, "force": force}, "sweep settings")
+    previous = sorted(p.name for p in out_dir.glob("run_[0-9][0-9][0-9]")) if out_dir.is_dir() else []
+    earlier = previous + [name for name in SWEEP_FILES if (out_dir / name).exists()]
+    if earlier and not (force or resume):
+        raise ConfigError(f"{out_dir} already holds a sweep ({', '.join(earlier[:3])}...); continue it with "
+                          f"--resume {out_dir}, choose another --out or pass --force to overwrite it")
+    barrier("pderl-jax: sweep folder checked")
+    if is_writer() and not resume:
+        for name in previous:
+            shutil.rmtree(out_dir / name)
+        prepare_out_dir(out_dir, record, files=SWEEP_FILES, record_file=SWEEP_FILE)
+        for run in runs:
+            run_dir = out_dir / f"run_{run.index:03d}"
+            run_dir.mkdir()
+            (run_dir / "config.json").write_text(json.dumps(
+                {**to_dict(run.config), "environment": environment_record(env), "sweep": run.values}, indent=2))
+    barrier("pderl-jax: sweep folder ready")
+
+
+def _checkpoint_run(states, index: int, run_dir: Path, options: CheckpointOptions, wall_s: float) -> None:
+    """Run `index`'s state, taken out of the stacked states, as a checkpoint of its own folder."""
+    state = jax.jit(lambda s: jax.tree.map(lambda x: x[index], s), out_shardings=replicated_sharding())(states)
+    Checkpointer(run_dir, options).save(state, {"wall_s": wall_s, "frames": int(state.frames),
+                                                "generations_per_call": 1})
+
+
+def _run_summary(run: Run, rows: list[dict]) -> dict:
+    tests = [r["champion_test"] for r in rows if not math.isnan(r["champion_test"])]
+    return {"run": run.index, "seed": run.seed, **run.values, "generations": rows[-1]["generation"],
+            "frames": rows[-1]["frames"], "final_champion_test": rows[-1]["champion_test"],
+            "best_champion_test": max(tests) if tests else float("nan"), "final_rl_test": rows[-1]["rl_test"]}
 
 
 def format_table(summaries: list[dict]) -> str:
