@@ -30,7 +30,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -73,7 +72,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     if len(backends) > 1:
-        print(f"| backend | frames/s | s/generation | compile s |")
+        print("| backend | frames/s | s/generation | compile s |")
         print("|---|---|---|---|")
         for backend, r in results.items():
             print(f"| {r['environment']} | {r['frames_per_s']:.1f} | {r['seconds_per_generation']:.2f} | "

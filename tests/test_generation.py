@@ -29,7 +29,9 @@ def leaves_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("mode", ["pderl", "perl", "derl", "erl"])
+# PERL and DERL mix the operators of the other two (each combination is checked in test_selection.py)
+@pytest.mark.parametrize("mode", ["pderl", pytest.param("perl", marks=pytest.mark.slow),
+                                  pytest.param("derl", marks=pytest.mark.slow), "erl"])
 def test_generations_count_frames_keep_elites_and_sync_the_rl_actor(mode):
     seed = int(np.random.default_rng().integers(2**31))
     trainer, generation = make(mode)

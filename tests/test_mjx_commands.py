@@ -95,6 +95,7 @@ def test_analyze_and_plot_an_mjx_run(mjx_run, tmp_path, capsys):
     assert (tmp_path / "plots" / "learning_curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # ~60 s; sweeps against single runs in test_sweep.py, a population over two processes in test_multihost.py
 def test_a_sweep_on_mjx_sharded_over_two_devices_reproduces_the_single_run(mjx_run, tmp_path):
     """Seeds 1 and 2 on two forced host devices; seed 1's run is the single run of `mjx_run`."""
     out, _ = mjx_run

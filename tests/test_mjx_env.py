@@ -377,6 +377,7 @@ def test_rollout_returns_frames_and_masked_steps(task):
         assert np.all(terminated[last:ran, i]) and np.all(run["reward"][last + 1:, i] == 0), f"seed={SEED} {task} {i}"
 
 
+@pytest.mark.slow  # ~40 s (a second O2 program); the toy and brax tasks are compared in the default suite
 def test_the_early_exit_rollout_equals_the_masked_scan():
     """Hopper's rollout (episodes ending at mixed times) against the masked scan over the whole horizon.
 

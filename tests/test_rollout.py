@@ -8,7 +8,6 @@ from rollout_reference import masked_scan_rollout
 from toy_envs import CounterState
 
 from pderl_jax.buffers.ring import Transition
-from pderl_jax.config import ConfigError
 from pderl_jax.envs import BraxEnvironment, episode_major, rollout
 
 

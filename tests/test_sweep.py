@@ -124,6 +124,7 @@ SHARDING_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~80 s; the default suite shards an MJX sweep over two devices (test_mjx_commands.py)
 def test_sharded_over_four_devices_matches_one_device(tmp_path, one_device):
     """Forced host devices: the sweep's run axis and a run's population axis sharded over 4."""
     reference = one_device[0]

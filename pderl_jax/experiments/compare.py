@@ -27,7 +27,7 @@ from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigE
 from pderl_jax.envs.rollout import Environment
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
-from pderl_jax.training.checkpoint import Checkpointer
+from pderl_jax.training.checkpoint import has_checkpoints
 from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
 from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, environment_record, prepare_out_dir
@@ -105,7 +105,7 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
         for seed, folder in zip(seeds, folders):
             if resume and _finished(folder / "summary.json"):
                 continue
-            again = resume and bool(Checkpointer(folder).steps())
+            again = resume and has_checkpoints(folder)
             summary = train(config.replace(seed=seed), env, folder, options, resume=again, force=not again,
                             print_fn=print_fn)
             if summary["interrupted"]:
@@ -113,7 +113,7 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
         return folders, False
     if resume and (out_dir / "runs.csv").exists():
         return folders, False
-    again = resume and bool(Checkpointer(out_dir).steps())
+    again = resume and has_checkpoints(out_dir)
     summaries = train_sweep(config, expand_runs(config, seeds, {}), env, out_dir, options, resume=again,
                             force=resume and not again, print_fn=print_fn)
     return folders, summaries[0]["interrupted"]

@@ -158,6 +158,12 @@ class Checkpointer:
         report(f"checkpoint of generation {step} is damaged ({reason}); moved to {target}, trying the previous one")
 
 
+def has_checkpoints(out_dir: Path) -> bool:
+    """Whether a run folder holds a checkpoint; unlike `Checkpointer(out_dir)`, it creates no folder, so a
+    run started next with `force` has nothing of it to remove."""
+    return (Path(out_dir) / CHECKPOINT_DIR).is_dir() and bool(Checkpointer(out_dir).steps())
+
+
 def host_template(like):
     """Zero NumPy arrays shaped like `to_host` of a state (or of its `jax.eval_shape`)."""
     def zeros(x):
