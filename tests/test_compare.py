@@ -134,7 +134,7 @@ def test_ppo_batch_is_scaled_to_the_budget_keeping_its_learning_settings():
     assert scaled_settings("halfcheetah", 10**9)["batch_size"] == 512  # enough budget: the notebook's values
 
 
-@pytest.mark.slow  # PPO's adapter path runs in the default suite: test_mjx_commands.py
+@pytest.mark.slow  # ~90 s: brax.training's PPO compiles for long; PPO through the MJX adapter is slow too
 def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
     assert main(["compare", "--env", "hopper", "--physics", "spring", "--episode-length", "20", "--methods", "ppo",
                  "--seeds", "1", "--frames", "1200", "--out", str(tmp_path / "ppo"), "--no-progress"]) == 0

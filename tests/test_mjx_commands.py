@@ -1,5 +1,5 @@
 """Every command on an MJX task (Swimmer-v5, the quickest to compile): train, exact resume, evaluate,
-render from the MJX state, analyze and plot (slow); a sweep sharded over two devices; PPO through the adapter.
+render from the MJX state; in `slow`: analyze and plot, a sweep sharded over two devices, PPO through the adapter.
 
 One short run (`mjx_run`) serves the commands that read a run; the sweep reproduces it as one of
 its runs, so the vmapped and sharded program is checked against the single one.
@@ -95,7 +95,7 @@ def test_analyze_and_plot_an_mjx_run(mjx_run, tmp_path, capsys):
     assert (tmp_path / "plots" / "learning_curves.png").stat().st_size > 1000
 
 
-@pytest.mark.slow  # ~60 s; sweeps against single runs in test_sweep.py, a population over two processes in test_multihost.py
+@pytest.mark.slow  # ~60 s; a sweep sharded over two devices against one device runs on the toy task in test_sweep.py
 def test_a_sweep_on_mjx_sharded_over_two_devices_reproduces_the_single_run(mjx_run, tmp_path):
     """Seeds 1 and 2 on two forced host devices; seed 1's run is the single run of `mjx_run`."""
     out, _ = mjx_run
@@ -115,7 +115,7 @@ def test_a_sweep_on_mjx_sharded_over_two_devices_reproduces_the_single_run(mjx_r
     assert rows(tmp_path / "sweep" / "run_001" / "metrics.csv")[-1]["champion_test"] != single[-1]["champion_test"]
 
 
-@pytest.mark.slow  # ~95 s; PPO itself is tested on brax in test_compare.py
+@pytest.mark.slow  # ~95 s: brax.training's PPO compiles for long; PPO on brax (test_compare.py) is slow too
 def test_ppo_from_brax_training_runs_on_an_mjx_task_and_is_counted_like_our_runs(tmp_path):
     assert main(["compare", *SWIMMER, "--methods", "ppo", "--seeds", "1", "--frames", "1200",
                  "--out", str(tmp_path / "ppo")]) == 0

@@ -28,8 +28,8 @@ SMALL = ["evolution.pop_size=4", "evolution.elite_fraction=0.25", "evolution.num
          "learner.learning_starts=32", "network.actor_hidden=16,16", "network.critic_input_width=8",
          "network.critic_hidden_width=8"]
 SWEEP = ["sweep", *BRAX_HOPPER, "--backend", "brax", "--seeds", "0..3", "--frames", "300", "--set", *SMALL]
-# The settings of the shared brax run (conftest.py), so that the one-process reference of a split run
-# is a program the session has already compiled.
+# The settings of the shared brax run (conftest.py): the one-process reference of a split run is its
+# program, which the session's compilation cache holds if that run has finished compiling by then.
 TRAIN = ["train", *BRAX_HOPPER, "--backend", "brax", "--checkpoint-every", "2", "--set", *TINY]
 EXACT = ["generation", "frames", "synced"]
 TIMEOUT_S = 240  # per process group; every process is killed past it
@@ -90,7 +90,7 @@ def assert_same_csv(a, b, where):
                                    atol=1e-4, err_msg=where)
 
 
-@pytest.mark.slow  # ~3 min on 2 cores; the population split below covers the same machinery in the default suite
+@pytest.mark.slow  # ~3 min on 2 cores; by default: two processes in the test below, a sweep over devices in test_sweep.py
 def test_a_sweep_split_over_two_processes_writes_the_csvs_of_one_process(tmp_path):
     results = run([*SWEEP, "--out", str(tmp_path / "two"), "--no-progress"])
     assert "sharded over 2 cpu devices in 2 processes" in results[0][1], results[0][1]
@@ -106,7 +106,8 @@ def test_a_killed_process_stops_the_other_and_the_split_run_resumes_as_one_proce
     """A run whose population is split over two processes; process 1 is killed once generation 2 is
     checkpointed: process 0 exits naming it, both resume, and the CSV equals one process's run."""
     out, endless = tmp_path / "two", [*TRAIN, "--frames", "100000000"]
-    group = start([*endless, "--out", str(out)], join_timeout=10)
+    join_timeout = 20  # also how long a silent process may take to count as lost
+    group = start([*endless, "--out", str(out)], join_timeout=join_timeout)
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not (out / "checkpoints" / "2").is_dir():  # orbax renames a checkpoint into place once complete
@@ -121,7 +122,7 @@ def test_a_killed_process_stops_the_other_and_the_split_run_resumes_as_one_proce
         finish(group, timeout=1)
     assert code == 4, err[-3000:]
     assert "process 0 of 2 lost contact with process 1" in err and "--resume" in err, err[-3000:]
-    assert waited < 40, f"took {waited:.0f} s"
+    assert waited < 2 * join_timeout + 20, f"took {waited:.0f} s"  # the coordinator's verdict, then the exit
     assert "population sharded over 2 cpu devices in 2 processes" in printed, printed
     generations = 8  # past the generations the killed run can have checkpointed in the moment before the kill
     results = run(["train", "--resume", str(out), "--generations", str(generations), "--no-progress"])

@@ -455,7 +455,8 @@ _evolve = {}
 def run_evolve(crossover, mutation, key, population, memories, fitness, rl_slot):
     if (crossover, mutation) not in _evolve:
         _evolve[crossover, mutation] = jax.jit(lambda k, p, f, r, c: evolve(k, p, f, _apply, _q, c, r))
-    mode = {("distillation", "proximal"): "pderl", ("npoint", "gaussian"): "erl"}[crossover, mutation]
+    mode = {("distillation", "proximal"): "pderl", ("npoint", "gaussian"): "erl", ("npoint", "proximal"): "perl",
+            ("distillation", "gaussian"): "derl"}[crossover, mutation]
     config = Config(mode=mode, evolution=EVOLUTION)
     assert (config.crossover, config.mutation) == (crossover, mutation)
     new, info = _evolve[crossover, mutation](key, Population(members=population, memories=memories), fitness,
@@ -463,7 +464,8 @@ def run_evolve(crossover, mutation, key, population, memories, fitness, rl_slot)
     return new.members, new.memories, info
 
 
-@pytest.mark.parametrize("crossover,mutation", [("distillation", "proximal"), ("npoint", "gaussian")])
+@pytest.mark.parametrize("crossover,mutation", [("distillation", "proximal"), ("npoint", "gaussian"),
+                                                ("npoint", "proximal"), ("distillation", "gaussian")])
 def test_evolve_end_to_end(crossover, mutation):
     seed = fresh_seed()
     rng = np.random.default_rng(seed)

@@ -119,26 +119,42 @@ SHARDING_SCRIPT = textwrap.dedent("""
     runs = expand_runs(base, {seeds!r}, {grid!r})
     out = {out!r}
     train_sweep(base, runs, CounterEnv(), out + "/sweep", RunOptions(progress=False), print_fn=print)
-    train(runs[{single}].config, CounterEnv(), out + "/single", RunOptions(progress=False), print_fn=print)
+    if {single} is not None:
+        train(runs[{single}].config, CounterEnv(), out + "/single", RunOptions(progress=False), print_fn=print)
     print("devices", len(jax.devices()))
 """)
 
 
-@pytest.mark.slow  # ~80 s; the default suite shards an MJX sweep over two devices (test_mjx_commands.py)
-def test_sharded_over_four_devices_matches_one_device(tmp_path, one_device):
-    """Forced host devices: the sweep's run axis and a run's population axis sharded over 4."""
-    reference = one_device[0]
+def run_on_forced_devices(tmp_path, devices: int, single: int | None) -> str:
+    """SHARDING_SCRIPT in a process with `devices` forced host devices; what it printed."""
     script = SHARDING_SCRIPT.format(tests=str(Path(__file__).parent), small=SMALL, seeds=SWEEP_SEEDS,
-                                    grid=SWEEP_GRID, single=SINGLE, out=str(tmp_path))
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+                                    grid=SWEEP_GRID, single=single, out=str(tmp_path))
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "devices 4" in done.stdout
-    assert "sharded over 4 cpu devices" in done.stdout and "population sharded over 4" in done.stdout
+    assert f"devices {devices}" in done.stdout and f"sharded over {devices} cpu devices" in done.stdout, done.stdout
+    return done.stdout
+
+
+def test_a_sweep_sharded_over_two_devices_matches_one_device(tmp_path, one_device):
+    """Forced host devices: the sweep's run axis split over 2, every run's CSV as on one device."""
+    run_on_forced_devices(tmp_path, 2, None)
+    # a tolerance: a program sharded over 2 devices is another program than the one-device one
+    for run in range(len(SWEEP_SEEDS) * len(SWEEP_GRID["learner.actor_lr"])):
+        name = f"sweep/run_{run:03d}"
+        assert_same_rows(read(tmp_path / name / "metrics.csv"), read(one_device[0] / name / "metrics.csv"), name)
+    assert read(tmp_path / "sweep" / "runs.csv") and not (tmp_path / "single").exists()
+
+
+@pytest.mark.slow  # ~80 s; the sweep over two devices runs in the default suite
+def test_sharded_over_four_devices_matches_one_device(tmp_path, one_device):
+    """Forced host devices: the sweep's run axis and a run's population axis sharded over 4."""
+    printed = run_on_forced_devices(tmp_path, 4, SINGLE)
+    assert "population sharded over 4" in printed
     # a tolerance: a program sharded over 4 devices is another program than the one-device one
     for name in ("sweep/run_000", "sweep/run_003", "single"):
-        assert_same_rows(read(tmp_path / name / "metrics.csv"), read(reference / name / "metrics.csv"), name)
+        assert_same_rows(read(tmp_path / name / "metrics.csv"), read(one_device[0] / name / "metrics.csv"), name)
 
 
 def test_a_stopped_sweep_resumes_row_for_row(one_device, tmp_path):

@@ -1,4 +1,5 @@
-"""The paper's Table 1 (final performance over five seeds, gym v2 tasks, official frame budgets)."""
+"""The paper's numbers: Table 1 (final performance over five seeds, gym v2 tasks, official frame budgets)
+and Table 2 (the RL actor's cumulative selection rates)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ TABLE1 = {
 PAPER_FRAMES = {"swimmer": 2_000_000, "halfcheetah": 6_000_000, "hopper": 4_000_000, "walker2d": 8_000_000,
                 "ant": 6_000_000}
 
+# Table 2: how often the synced RL actor became an elite, was selected or was discarded, cumulative over the
+# run, in percent: task -> method -> (mean, std) of each outcome
+TABLE2_OUTCOMES = ("elite", "selected", "discarded")
+TABLE2 = {
+    "swimmer": {"erl": ((4.0, 2.8), (20.3, 18.1), (76.0, 20.4)), "pderl": ((3.9, 2.7), (11.7, 4.7), (84.3, 7.3))},
+    "halfcheetah": {"erl": ((83.8, 9.3), (14.3, 9.1), (2.3, 2.5)), "pderl": ((71.6, 3.3), (21.5, 3.1), (6.8, 2.6))},
+    "hopper": {"erl": ((28.7, 8.5), (33.7, 4.1), (37.7, 4.5)), "pderl": ((5.3, 1.4), (29.0, 2.7), (65.6, 3.6))},
+    "walker2d": {"erl": ((38.5, 1.5), (39.0, 1.9), (22.5, 0.5)), "pderl": ((4.3, 1.5), (20.6, 5.7), (75.0, 4.8))},
+    "ant": {"erl": ((66.7, 1.7), (15.0, 1.4), (18.0, 0.8)), "pderl": ((29.7, 2.5), (26.2, 1.2), (44.0, 2.9))},
+}
+
 
 def paper_result(task: str, method: str) -> dict | None:
     """{'mean', 'std', 'median'} of Table 1, or None for a method the table does not have (ddpg)."""
@@ -32,7 +44,7 @@ def paper_result(task: str, method: str) -> dict | None:
 def side_by_side(summary: dict) -> str:
     """Markdown: a comparison's final statistics next to Table 1's, method by method."""
     task = summary["task"]
-    lines = [f"| method | mean | std | median | paper mean | paper std | paper median | mean / paper |",
+    lines = ["| method | mean | std | median | paper mean | paper std | paper median | mean / paper |",
              "|---|---|---|---|---|---|---|---|"]
     for method, result in summary["methods"].items():
         paper = paper_result(task, method)

@@ -159,9 +159,11 @@ class Checkpointer:
 
 
 def has_checkpoints(out_dir: Path) -> bool:
-    """Whether a run folder holds a checkpoint; unlike `Checkpointer(out_dir)`, it creates no folder, so a
-    run started next with `force` has nothing of it to remove."""
-    return (Path(out_dir) / CHECKPOINT_DIR).is_dir() and bool(Checkpointer(out_dir).steps())
+    """Whether a run folder holds a complete checkpoint (a step folder: orbax renames a checkpoint to its
+    step once written). Unlike `Checkpointer(out_dir)`, it starts no orbax manager, whose folder creation
+    and background clean-up would race a run started next with `force`."""
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    return folder.is_dir() and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
 
 
 def host_template(like):

@@ -1,0 +1,204 @@
+"""Learning curves of long comparisons beside published curves, and the RL actor's selection rates (Table 2).
+
+usage: python benchmarks/learning_curves.py [ROOT] [--points 100000,200000,300000]
+
+ROOT (default benchmarks/results/learning_curves) holds `pderl-jax compare` folders, one or more per
+task (`Hopper-v5/` with pderl, erl and td3, `Hopper-v5-ddpg/` with ddpg, ...). For every task and
+method it reads each seed's champion test return (the best member's, or the learner's actor alone in
+td3/ddpg; for the evolutionary methods also their DDPG actor's) at the given frame counts, as the
+last row at or before each count, and writes:
+
+- ROOT/summary.json: per task, method and count the per-seed values, mean, std (ddof 0, as the
+  published spreads) and n; the final cumulative selection rates of the synced RL actor; the
+  published points of benchmarks/published_curves.json beside them;
+- ROOT/table.md: the same as tables, with Table 2 of the paper;
+- ROOT/curves_<task>.png: mean +- std of each method against frames, the published points as markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curves, new_figure, save_figure
+from pderl_jax.config import EVOLUTIONARY_MODES
+from pderl_jax.experiments.compare import METHODS
+from pderl_jax.experiments.paper import TABLE2, TABLE2_OUTCOMES
+from pderl_jax.training.metrics import RATE_COLUMNS
+
+HERE = Path(__file__).parent
+PUBLISHED = HERE / "published_curves.json"
+MARKERS = {"td3-paper": "o", "tianshou-td3": "s", "tianshou-ddpg": "^"}
+
+
+def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
+    """(task -> method -> RunRecords with at least one row, task -> backend label), from every comparison
+    folder under root (a folder per method); a method of a task found in two comparisons is an error."""
+    found: dict[str, dict[str, list]] = {}
+    backends: dict[str, str] = {}
+    for comparison in sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()):
+        record = json.loads((comparison / "config.json").read_text())
+        if "task" not in record:
+            continue
+        task = record["task"]
+        backends.setdefault(task, backend_label(record["environment"]))
+        for method in METHODS:
+            if not (comparison / method).is_dir():
+                continue
+            runs = [r for r in find_runs([comparison / method]) if np.isfinite(r.metrics["frames"]).any()]
+            if not runs:
+                continue
+            if method in found.get(task, {}):
+                raise SystemExit(f"{task} {method}: runs in two comparisons under {root}; keep one")
+            found.setdefault(task, {})[method] = runs
+    return found, backends
+
+
+def finished(run) -> bool:
+    summary = run.path / "summary.json"
+    return summary.exists() and not json.loads(summary.read_text()).get("interrupted", False)
+
+
+def values_at(runs, points: list[int], column: str = "champion_test") -> np.ndarray:
+    """[seeds, points] of a column (the champion's test return) at each frame count; NaN past a run's end."""
+    values = interpolate_curves([r.metrics["frames"] for r in runs], [r.metrics[column] for r in runs], points)
+    reached = np.array([[np.nanmax(r.metrics["frames"]) >= p for p in points] for r in runs])
+    return np.where(reached, values, np.nan)
+
+
+def statistics(values: np.ndarray) -> dict:
+    """Mean, std (ddof 0; none for one seed) and n over the seeds that reached the point; per seed, None
+    for a seed that did not."""
+    finite = values[np.isfinite(values)]
+    seeds = [round(float(v), 1) if np.isfinite(v) else None for v in values]
+    if not finite.size:
+        return {"mean": None, "std": None, "n": 0, "seeds": seeds}
+    return {"mean": float(finite.mean()), "std": float(finite.std()) if finite.size > 1 else None,
+            "n": int(finite.size), "seeds": seeds}
+
+
+def selection_rates(runs) -> dict:
+    """Final cumulative elite / selected / discarded rates (percent) of the synced RL actor, over the
+    finished runs."""
+    runs = [r for r in runs if finished(r)]
+    if not runs:
+        return {}
+    rates = {"n": len(runs)}
+    for column, outcome in zip(RATE_COLUMNS, TABLE2_OUTCOMES):
+        final = np.array([r.metrics[column][np.isfinite(r.metrics[column])][-1] for r in runs]) * 100
+        rates[outcome] = {"mean": float(final.mean()), "std": float(final.std()), "seeds": final.round(1).tolist()}
+    return rates
+
+
+def published_points(task: str) -> list[dict]:
+    sources = json.loads(PUBLISHED.read_text())["sources"]
+    return [{**{k: s[k] for k in ("key", "label", "algorithm", "task_version")}, "points": s["points"][task]}
+            for s in sources if task in s["points"]]
+
+
+def cell(stats: dict | None) -> str:
+    if not stats or stats.get("mean") is None:
+        return "-"
+    spread = f" ± {stats['std']:.0f}" if stats.get("std") is not None else ""
+    return f"{stats['mean']:.0f}{spread}" + (f" (n={stats['n']})" if "n" in stats else "")
+
+
+def report(root: Path, points: list[int]) -> dict:
+    summary = {"points": points, "tasks": {}}
+    lines = [f"Champion test return (mean ± std over seeds, ddof 0) at each frame count; the published "
+             f"points from {PUBLISHED.name}.\n"]
+    found, backends = method_runs(root)
+    for task, methods in found.items():
+        entry = {"methods": {}, "published": published_points(task), "selection": {}}
+        for method, runs in methods.items():
+            values = values_at(runs, points)
+            entry["methods"][method] = {
+                "runs": [str(r.path.relative_to(root)) for r in runs],
+                "frames": [int(np.nanmax(r.metrics["frames"])) for r in runs],
+                "at": {str(p): statistics(values[:, i]) for i, p in enumerate(points)}}
+            if method in EVOLUTIONARY_MODES:  # the learner's own actor inside the method, tested beside the champion
+                rl = values_at(runs, points, "rl_test")
+                entry["methods"][method]["rl_actor_at"] = {str(p): statistics(rl[:, i]) for i, p in enumerate(points)}
+            if method in TABLE2.get(task, {}) and selection_rates(runs):
+                entry["selection"][method] = selection_rates(runs)
+        summary["tasks"][task] = entry
+        lines += task_tables(task, entry, points)
+        plot_task(task, methods, entry, backends[task], root / f"curves_{task}.png")
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    (root / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summary
+
+
+def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
+    header = "| | " + " | ".join(f"{p // 1000}k" for p in points) + " |"
+    lines = [f"\n### {task}\n", header, "|---|" + "---|" * len(points)]
+    for method, result in entry["methods"].items():
+        lines.append(f"| ours: {method.upper()} | " + " | ".join(cell(result["at"][str(p)]) for p in points) + " |")
+        if "rl_actor_at" in result:
+            lines.append(f"| ours: {method.upper()}'s DDPG actor | "
+                         + " | ".join(cell(result["rl_actor_at"][str(p)]) for p in points) + " |")
+    for source in entry["published"]:
+        if not any(str(p) in source["points"] for p in points):
+            continue
+        cells = []
+        for p in points:
+            point = source["points"].get(str(p))
+            cells.append(cell({"mean": point[0], "std": point[1]}) if point else "-")
+        lines.append(f"| {source['label']} ({source['task_version']}) | " + " | ".join(cells) + " |")
+    if entry["selection"]:
+        lines += ["", "Cumulative selection rates of the synced RL actor at the end of the finished runs, percent "
+                  "(paper Table 2 beside):\n", "| | elite | selected | discarded |", "|---|---|---|---|"]
+        for method, rates in entry["selection"].items():
+            ours = [f"{rates[o]['mean']:.1f}" + (f" ± {rates[o]['std']:.1f}" if rates["n"] > 1 else "")
+                    for o in TABLE2_OUTCOMES]
+            paper = [f"{m} ± {s}" for m, s in TABLE2[task][method]]
+            lines.append(f"| ours: {method.upper()} (n={rates['n']}) | " + " | ".join(ours) + " |")
+            lines.append(f"| paper: {method.upper()} | " + " | ".join(paper) + " |")
+    return lines
+
+
+def plot_task(task: str, methods: dict, entry: dict, backend: str, path: Path) -> None:
+    fig, (ax,) = new_figure(7.5, 4.6)
+    top = max(np.nanmax(r.metrics["frames"]) for runs in methods.values() for r in runs)
+    grid = np.linspace(0, top, 200)
+    for method, runs in methods.items():
+        curves = values_at(runs, list(grid))
+        with warnings.catch_warnings():  # grid points past every run's end are NaN, not an error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
+        line, = ax.plot(grid, mean, label=f"{method.upper()} (ours, {len(runs)} seeds)")
+        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    for shift, source in enumerate(s for s in entry["published"] if s["key"] in MARKERS):
+        xs = [int(p) for p in source["points"] if int(p) <= top * 1.05]
+        ys = [source["points"][str(x)][0] for x in xs]
+        es = [source["points"][str(x)][1] for x in xs]
+        offset = (shift - 1) * 0.012 * top  # side by side at the same frame count
+        ax.errorbar(np.asarray(xs) + offset, ys, yerr=es, fmt=MARKERS[source["key"]], color="black", alpha=0.6,
+                    capsize=3,
+                    label=f"{source['label']} ({source['task_version'].split(' ')[0]})")
+    ax.set_xlabel("frames")
+    ax.set_ylabel("champion test return")
+    ax.set_title(f"{task} ({backend}): ours, mean ± std over seeds; published TD3 and DDPG")
+    ax.legend(fontsize=7, loc="upper left")
+    save_figure(fig, path)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", nargs="?", type=Path, default=HERE / "results" / "learning_curves")
+    parser.add_argument("--points", default="100000,200000,300000",
+                        help="frame counts to read the curves at (comma-separated)")
+    args = parser.parse_args(argv)
+    points = [int(p) for p in args.points.split(",")]
+    if not points or any(p <= 0 for p in points):
+        raise SystemExit("--points must be positive frame counts")
+    report(args.root, points)
+
+
+if __name__ == "__main__":
+    main()
