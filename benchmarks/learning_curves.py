@@ -12,7 +12,11 @@ last row at or before each count, and writes:
   published spreads) and n; the final cumulative selection rates of the synced RL actor; the
   published points of benchmarks/published_curves.json beside them;
 - ROOT/table.md: the same as tables, with Table 2 of the paper;
-- ROOT/curves_<task>.png: mean +- std of each method against frames, the published points as markers.
+- ROOT/curves_<task>.png: mean +- std of each method against frames, the published points as markers;
+- for every run with `pderl-jax analyze` output (RUN/analysis/analysis.json, the study of its final
+  population), the paper's Figure 5 and 7 claims measured: how often each crossover's child keeps the
+  better parent's return and how often it falls below 40% of it, the same for each mutation against
+  its parent, and the median child return relative to parent 1 (the paper's normalisation).
 """
 
 from __future__ import annotations
@@ -94,6 +98,48 @@ def selection_rates(runs) -> dict:
     return rates
 
 
+PAPER_CLAIMS = {  # the paper's words on Figures 5 and 7 (Ant, ten draws each)
+    "distilled": "generally at least as good as the parents",
+    "npoint": "regularly below 40% of the best parent",
+    "proximal": "often surpass the parent",
+    "gaussian": "mostly negative or close to zero",
+}
+KEEP_THRESHOLD = 0.4  # the paper's "regularly falls below 40% the fitness of the best parent" (Figure 5)
+
+
+def operator_claims(analysis: dict) -> dict:
+    """Figures 5 and 7 as counts over the study's draws: per child operator, the share of children at or
+    above the reference parent's return (the better parent for crossovers), the share below 40% of it
+    (returns under zero count as below), and the median return relative to parent 1 (Figure 5) or the
+    parent (Figure 7)."""
+    crossover, mutation = analysis["crossover"], analysis["mutation"]
+    better = np.maximum(crossover["parent1_fitness"], crossover["parent2_fitness"])
+    result = {"draws": analysis["draws"]}
+    for child, reference in (("distilled", better), ("npoint", better),
+                             ("proximal", np.asarray(mutation["parent_fitness"])),
+                             ("gaussian", np.asarray(mutation["parent_fitness"]))):
+        values = np.asarray((crossover if child in ("distilled", "npoint") else mutation)[f"{child}_fitness"])
+        result[child] = {"at_least_parent": float(np.mean(values >= reference)),
+                         "below_40pct": float(np.mean(values < KEEP_THRESHOLD * np.maximum(reference, 0))),
+                         "median_normalised": analysis["median_normalised_fitness"][child]}
+    return result
+
+
+def operator_study(runs) -> dict:
+    """operator_claims of each run with an analysis, and their mean over those runs."""
+    studies = {}
+    for run in runs:
+        path = run.path / "analysis" / "analysis.json"
+        if path.exists():
+            studies[run.path.name] = operator_claims(json.loads(path.read_text()))
+    if not studies:
+        return {}
+    children = ("distilled", "npoint", "proximal", "gaussian")
+    mean = {c: {k: float(np.mean([s[c][k] for s in studies.values()])) for k in studies[next(iter(studies))][c]}
+            for c in children}
+    return {"runs": studies, "n": len(studies), "draws": sum(s["draws"] for s in studies.values()), "mean": mean}
+
+
 def published_points(task: str) -> list[dict]:
     sources = json.loads(PUBLISHED.read_text())["sources"]
     return [{**{k: s[k] for k in ("key", "label", "algorithm", "task_version")}, "points": s["points"][task]}
@@ -113,7 +159,7 @@ def report(root: Path, points: list[int]) -> dict:
              f"points from {PUBLISHED.name}.\n"]
     found, backends = method_runs(root)
     for task, methods in found.items():
-        entry = {"methods": {}, "published": published_points(task), "selection": {}}
+        entry = {"methods": {}, "published": published_points(task), "selection": {}, "operators": {}}
         for method, runs in methods.items():
             values = values_at(runs, points)
             entry["methods"][method] = {
@@ -125,6 +171,8 @@ def report(root: Path, points: list[int]) -> dict:
                 entry["methods"][method]["rl_actor_at"] = {str(p): statistics(rl[:, i]) for i, p in enumerate(points)}
             if method in TABLE2.get(task, {}) and selection_rates(runs):
                 entry["selection"][method] = selection_rates(runs)
+            if operator_study(runs):
+                entry["operators"][method] = operator_study(runs)
         summary["tasks"][task] = entry
         lines += task_tables(task, entry, points)
         plot_task(task, methods, entry, backends[task], root / f"curves_{task}.png")
@@ -159,6 +207,16 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
             paper = [f"{m} ± {s}" for m, s in TABLE2[task][method]]
             lines.append(f"| ours: {method.upper()} (n={rates['n']}) | " + " | ".join(ours) + " |")
             lines.append(f"| paper: {method.upper()} | " + " | ".join(paper) + " |")
+    for method, study in entry["operators"].items():
+        lines += ["", f"Operators on the final populations of {method.upper()} ({study['n']} runs, {study['draws']} "
+                  "draws; `pderl-jax analyze`), the paper's Figures 5 and 7 (Ant) beside:\n",
+                  "| child | at least the (better) parent | below 40% of it | median return / parent 1 | paper |",
+                  "|---|---|---|---|---|"]
+        for child, label in (("distilled", "distillation crossover"), ("npoint", "n-point crossover"),
+                             ("proximal", "proximal mutation"), ("gaussian", "Gaussian mutation")):
+            claim = study["mean"][child]
+            lines.append(f"| {label} | {claim['at_least_parent']:.0%} | {claim['below_40pct']:.0%} | "
+                         f"{claim['median_normalised']:.2f} | {PAPER_CLAIMS[child]} |")
     return lines
 
 
