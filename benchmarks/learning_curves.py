@@ -16,7 +16,8 @@ last row at or before each count, and writes:
 - for every run with `pderl-jax analyze` output (RUN/analysis/analysis.json, the study of its final
   population), the paper's Figure 5 and 7 claims measured: how often each crossover's child keeps the
   better parent's return and how often it falls below 40% of it, the same for each mutation against
-  its parent, and the median child return relative to parent 1 (the paper's normalisation).
+  its parent, the median child return relative to parent 1 (the paper's normalisation), and the
+  fittest member's children at each mutation magnitude relative to it.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def operator_claims(analysis: dict) -> dict:
         result[child] = {"at_least_parent": float(np.mean(values >= reference)),
                          "below_40pct": float(np.mean(values < KEEP_THRESHOLD * np.maximum(reference, 0))),
                          "median_normalised": analysis["median_normalised_fitness"][child]}
+    if "kl_by_magnitude" in analysis:  # the fittest member mutated at each magnitude (Figure 9)
+        sweep = analysis["kl_by_magnitude"]
+        result["by_magnitude"] = {"sigmas": sweep["sigmas"], **{
+            child: (np.asarray(sweep[f"{child}_fitness"]) / sweep["parent_fitness"]).tolist()
+            for child in ("proximal", "gaussian")}}
     return result
 
 
@@ -137,6 +143,10 @@ def operator_study(runs) -> dict:
     children = ("distilled", "npoint", "proximal", "gaussian")
     mean = {c: {k: float(np.mean([s[c][k] for s in studies.values()])) for k in studies[next(iter(studies))][c]}
             for c in children}
+    sweeps = [s["by_magnitude"] for s in studies.values() if "by_magnitude" in s]
+    if sweeps and all(s["sigmas"] == sweeps[0]["sigmas"] for s in sweeps):
+        mean["by_magnitude"] = {"sigmas": sweeps[0]["sigmas"], "n": len(sweeps),
+                                **{c: np.mean([s[c] for s in sweeps], axis=0).tolist() for c in ("proximal", "gaussian")}}
     return {"runs": studies, "n": len(studies), "draws": sum(s["draws"] for s in studies.values()), "mean": mean}
 
 
@@ -217,6 +227,14 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
             claim = study["mean"][child]
             lines.append(f"| {label} | {claim['at_least_parent']:.0%} | {claim['below_40pct']:.0%} | "
                          f"{claim['median_normalised']:.2f} | {PAPER_CLAIMS[child]} |")
+        sweep = study["mean"].get("by_magnitude")
+        if sweep:
+            lines += ["", f"The fittest member mutated at each magnitude sigma, child return / parent return (mean "
+                      f"over {sweep['n']} runs; the paper's Figure 9 in returns):\n",
+                      "| sigma | " + " | ".join(f"{s:g}" for s in sweep["sigmas"]) + " |",
+                      "|---|" + "---|" * len(sweep["sigmas"])]
+            for child in ("proximal", "gaussian"):
+                lines.append(f"| {child} | " + " | ".join(f"{v:.2f}" for v in sweep[child]) + " |")
     return lines
 
 

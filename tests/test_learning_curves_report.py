@@ -74,7 +74,10 @@ def test_report_matches_hand_computed_statistics(tmp_path):
                 "mutation": {"parent_fitness": parents[2].tolist(), "proximal_fitness": children[2].tolist(),
                              "gaussian_fitness": children[3].tolist()},
                 "median_normalised_fitness": {k: float(rng.uniform()) for k in
-                                              ("distilled", "npoint", "proximal", "gaussian")}}
+                                              ("distilled", "npoint", "proximal", "gaussian")},
+                "kl_by_magnitude": {"sigmas": [0.01, 0.1, 1.0], "parent_fitness": float(rng.uniform(500, 900)),
+                                    "proximal_fitness": rng.normal(500, 300, 3).tolist(),
+                                    "gaussian_fitness": rng.normal(200, 300, 3).tolist()}}
     (tmp_path / "Hopper" / "pderl" / "run_000" / "analysis").mkdir()
     (tmp_path / "Hopper" / "pderl" / "run_000" / "analysis" / "analysis.json").write_text(json.dumps(analysis))
 
@@ -115,6 +118,11 @@ def test_report_matches_hand_computed_statistics(tmp_path):
         assert study["mean"][child]["at_least_parent"] == pytest.approx(kept)
         assert study["mean"][child]["below_40pct"] == pytest.approx(lost)
         assert study["mean"][child]["median_normalised"] == analysis["median_normalised_fitness"][child]
+
+    sweep = analysis["kl_by_magnitude"]
+    for child in ("proximal", "gaussian"):
+        expected = [v / sweep["parent_fitness"] for v in sweep[f"{child}_fitness"]]
+        assert study["mean"]["by_magnitude"][child] == pytest.approx(expected, rel=1e-12)
 
     table = (tmp_path / "table.md").read_text()
     assert "| ours: PDERL |" in table and "Figures 5 and 7" in table and "paper: PDERL" in table
