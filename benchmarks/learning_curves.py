@@ -31,7 +31,7 @@ import numpy as np
 
 from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curves, new_figure, save_figure
 from pderl_jax.config import EVOLUTIONARY_MODES
-from pderl_jax.experiments.compare import METHODS
+from pderl_jax.experiments.compare import METHODS, finished_run
 from pderl_jax.experiments.paper import TABLE2, TABLE2_OUTCOMES
 from pderl_jax.training.metrics import RATE_COLUMNS
 
@@ -63,11 +63,6 @@ def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, str]]
     return found, backends
 
 
-def finished(run) -> bool:
-    summary = run.path / "summary.json"
-    return summary.exists() and not json.loads(summary.read_text()).get("interrupted", False)
-
-
 def values_at(runs, points: list[int], column: str = "champion_test") -> np.ndarray:
     """[seeds, points] of a column (the champion's test return) at each frame count; NaN past a run's end."""
     values = interpolate_curves([r.metrics["frames"] for r in runs], [r.metrics[column] for r in runs], points)
@@ -89,7 +84,7 @@ def statistics(values: np.ndarray) -> dict:
 def selection_rates(runs) -> dict:
     """Final cumulative elite / selected / discarded rates (percent) of the synced RL actor, over the
     finished runs."""
-    runs = [r for r in runs if finished(r)]
+    runs = [r for r in runs if finished_run(r.path / "summary.json")]
     if not runs:
         return {}
     rates = {"n": len(runs)}
@@ -115,11 +110,11 @@ def operator_claims(analysis: dict) -> dict:
     parent (Figure 7)."""
     crossover, mutation = analysis["crossover"], analysis["mutation"]
     better = np.maximum(crossover["parent1_fitness"], crossover["parent2_fitness"])
+    parent = np.asarray(mutation["parent_fitness"])
     result = {"draws": analysis["draws"]}
-    for child, reference in (("distilled", better), ("npoint", better),
-                             ("proximal", np.asarray(mutation["parent_fitness"])),
-                             ("gaussian", np.asarray(mutation["parent_fitness"]))):
-        values = np.asarray((crossover if child in ("distilled", "npoint") else mutation)[f"{child}_fitness"])
+    for child, children, reference in (("distilled", crossover, better), ("npoint", crossover, better),
+                                       ("proximal", mutation, parent), ("gaussian", mutation, parent)):
+        values = np.asarray(children[f"{child}_fitness"])
         result[child] = {"at_least_parent": float(np.mean(values >= reference)),
                          "below_40pct": float(np.mean(values < KEEP_THRESHOLD * np.maximum(reference, 0))),
                          "median_normalised": analysis["median_normalised_fitness"][child]}

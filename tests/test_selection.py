@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pderl_jax.buffers.ring import RingBuffer, Transition
-from pderl_jax.config import Config, EvolutionConfig, NetworkConfig
+from pderl_jax.config import EVOLUTIONARY_MODES, Config, EvolutionConfig, NetworkConfig
 from pderl_jax.networks import apply_actor, init_population, make_actor
 from pderl_jax.operators.evolution import evolve
 from pderl_jax.operators.population import Population
@@ -455,8 +455,7 @@ _evolve = {}
 def run_evolve(crossover, mutation, key, population, memories, fitness, rl_slot):
     if (crossover, mutation) not in _evolve:
         _evolve[crossover, mutation] = jax.jit(lambda k, p, f, r, c: evolve(k, p, f, _apply, _q, c, r))
-    mode = {("distillation", "proximal"): "pderl", ("npoint", "gaussian"): "erl", ("npoint", "proximal"): "perl",
-            ("distillation", "gaussian"): "derl"}[crossover, mutation]
+    mode = {pairing: mode for mode, pairing in EVOLUTIONARY_MODES.items()}[crossover, mutation]
     config = Config(mode=mode, evolution=EVOLUTION)
     assert (config.crossover, config.mutation) == (crossover, mutation)
     new, info = _evolve[crossover, mutation](key, Population(members=population, memories=memories), fitness,

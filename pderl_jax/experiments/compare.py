@@ -103,7 +103,7 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
     options = RunOptions(progress=progress)
     if getattr(env, "batched", False):  # native MuJoCo: host callbacks cannot be vmapped
         for seed, folder in zip(seeds, folders):
-            if resume and _finished(folder / "summary.json"):
+            if resume and finished_run(folder / "summary.json"):
                 continue
             again = resume and has_checkpoints(folder)
             summary = train(config.replace(seed=seed), env, folder, options, resume=again, force=not again,
@@ -119,7 +119,8 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
     return folders, summaries[0]["interrupted"]
 
 
-def _finished(summary_file: Path) -> bool:
+def finished_run(summary_file: Path) -> bool:
+    """Whether a run's summary says it reached its end (not stopped with Ctrl-C)."""
     return summary_file.exists() and not json.loads(summary_file.read_text()).get("interrupted", False)
 
 
