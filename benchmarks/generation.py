@@ -114,7 +114,7 @@ def measure(args, backend: str) -> dict:
     split = {}
     population = state.evolution.population
     split["evaluation + exploration rollout"] = best_time(
-        jax.jit(trainer.evaluate_and_explore), key, key, population.members, state.learner, config)
+        jax.jit(trainer.evaluate_and_explore), key, key, population.members, state.learner, state.frames, config)
     test = jax.jit(trainer.test_actors)
     split["test rollout (2 x 5 episodes)"] = best_time(test, (key, key), (state.learner.actor, state.learner.actor))
     updates = jnp.int32(round(frames_per_generation * config.learner.updates_per_frame))

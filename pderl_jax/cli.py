@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from pderl_jax.config import MODES, TASKS, ConfigError, TrainingDiverged, default_learner, load_config, with_overrides
+from pderl_jax.config import MODES, TASKS, ConfigError, TrainingDiverged, load_config, with_overrides
+from pderl_jax.presets import PRESETS, describe_presets
 from pderl_jax.envs import BACKEND_NAMES
 from pderl_jax.envs.brax_env import BACKENDS
 
@@ -86,7 +87,7 @@ def run_sweep(args, overrides: dict) -> int:
         options = run_options(args, recorded)
     else:
         name, mode = args.env or "halfcheetah", args.mode or "pderl"
-        overrides = {"mode": mode, "learner.algorithm": args.learner or default_learner(mode), **overrides}
+        overrides = {"mode": mode, **learner_choice(args), **overrides}
         if args.frames is not None:
             overrides["frames"] = args.frames
         base = load_config(resolve_task(name), overrides)
@@ -96,7 +97,8 @@ def run_sweep(args, overrides: dict) -> int:
         options.validate()  # before the environment is built
         env, backend = environment_for(args, name, vmapped=True)
         out = args.out or Path("results") / f"sweep-{name}-{mode}"
-    print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} on {env.description}, {len(runs)} runs, "
+    print(f"pderl-jax sweep: {base.mode} with {base.learner.algorithm} (preset {base.preset}) on {env.description}, "
+          f"{len(runs)} runs, "
           f"{base.frames} frames each -> {out}\n  {backend}")
     summaries = train_sweep(base, runs, env, out, options, resume=args.resume is not None, force=args.force)
     return 130 if summaries and summaries[0]["interrupted"] else 0
@@ -106,6 +108,7 @@ def refuse_given_on_resume(args, record_file: str, more: list[tuple[str, object]
     """`--resume` takes the settings recorded in the folder; a flag that would change them is refused."""
     given = [flag for flag, value in (("--env", args.env), ("--mode", getattr(args, "mode", None)),
                                       ("--learner", getattr(args, "learner", None)), ("--backend", args.backend),
+                                      ("--preset", getattr(args, "preset", None)),
                                       ("--out", args.out), ("--env-option", args.env_option or None), *more)
              if value is not None]
     if given:
@@ -172,11 +175,11 @@ def policies_to_run(args, overrides: dict) -> tuple[object, dict[str, dict], str
 
         if args.run is not None:
             raise ConfigError("give either a run folder or --official FILE, not both")
-        config = load_config(resolve_task(args.env), overrides)
+        config = load_config(resolve_task(args.env), {**learner_choice(args), **overrides})
         env, _ = environment_for(args)
         trainer = Trainer(config, env)
         like = jax.eval_shape(trainer.actor.init, jax.random.key(0), jax.numpy.zeros((env.obs_dim,)))["params"]
-        params = load_official_actor(args.official, like)
+        params = load_official_actor(args.official, like, config.network)
         return trainer, {"official actor": params}, f"{args.official} on {env.description}"
     if args.run is None:
         raise ConfigError("give a run folder (written by pderl-jax train), or --official FILE --env TASK")
@@ -261,6 +264,7 @@ def run_compare(args, overrides: dict) -> int:
             backend, out = f"backend {env.backend}: as recorded in {args.resume / 'config.json'}", args.resume
         else:
             methods = parse_methods(args.methods or "pderl,perl,derl,erl,td3,ppo")
+            overrides = {**learner_choice(args), **overrides}
             seeds = parse_seed_count(args.seeds or "5")
             name = args.env or "halfcheetah"
             task = resolve_task(name)
@@ -297,9 +301,8 @@ def run_train(args, overrides: dict) -> int:
         name = args.env or "halfcheetah"
         task = resolve_task(name)
         mode = args.mode or "pderl"
-        learner = args.learner or default_learner(mode)
         seed = 0 if args.seed is None else args.seed
-        config = load_config(task, {"mode": mode, "learner.algorithm": learner, "seed": seed, **overrides})
+        config = load_config(task, {"mode": mode, **learner_choice(args), "seed": seed, **overrides})
         recorded = {}
         env = None
         out = args.out or Path("results") / f"{name}-{mode}-seed{seed}"
@@ -309,7 +312,7 @@ def run_train(args, overrides: dict) -> int:
     if env is None:
         env, backend = environment_for(args, name)
     verb = "resuming" if args.resume is not None else "train:"
-    print(f"pderl-jax {verb} {config.mode} with {config.learner.algorithm} on {env.description}, "
+    print(f"pderl-jax {verb} {config.mode} with {config.learner.algorithm} (preset {config.preset}) on {env.description}, "
           f"{config.frames} frames, seed {config.seed} -> {out}\n  {backend}")
     summary = train(config, env, out, options, resume=args.resume is not None, force=args.force)
     return 130 if summary["interrupted"] else 0
@@ -319,7 +322,7 @@ def run_memory(args, overrides: dict) -> int:
     """`pderl-jax memory`: the memory estimate of a task's configuration."""
     from pderl_jax.training.footprint import format_memory_estimate, memory_estimate
 
-    config = load_config(args.env, overrides)
+    config = load_config(args.env, {"mode": args.mode, **learner_choice(args), **overrides})
     print(format_memory_estimate(memory_estimate(config, args.obs_dim, args.action_dim)))
     return 0
 
@@ -338,9 +341,27 @@ def add_environment_flags(command, backend_help: str | None, physics_help: str, 
 
 
 def add_algorithm_flags(command, default_mode: str | None, mode_help: str, learner_help: str) -> None:
-    """--mode and --learner."""
+    """--mode, --learner and --preset."""
     command.add_argument("--mode", default=default_mode, choices=list(MODES), help=mode_help)
     command.add_argument("--learner", default=None, choices=["ddpg", "td3"], help=learner_help)
+    add_preset_flag(command)
+
+
+def add_preset_flag(command, applies_to: str = "") -> None:
+    command.add_argument("--preset", default=None, choices=list(PRESETS), metavar="NAME",
+                         help=f"learner preset{applies_to}: a named set of learner and network settings, each from "
+                              "its authors' code (--set still overrides single values; default td3-2018 for "
+                              f"--mode td3, official otherwise). {describe_presets()}")
+
+
+def learner_choice(args) -> dict:
+    """The --learner and --preset flags as overrides (what is not given is left to the preset and the mode)."""
+    chosen = {}
+    if getattr(args, "preset", None) is not None:
+        chosen["preset"] = args.preset
+    if getattr(args, "learner", None) is not None:
+        chosen["learner.algorithm"] = args.learner
+    return chosen
 
 
 def add_set_flag(command, help_text: str = "override any config value, e.g. evolution.pop_size=20") -> None:
@@ -468,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "name or a Gymnasium id)")
         add_environment_flags(command, "backend of --official", "brax physics of --official",
                               "time limit of --official episodes")
+        add_preset_flag(command, " of --official (its network settings)")
         add_set_flag(command, "network settings of --official, e.g. network.actor_hidden=400,300")
         command.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
         if name == "evaluate":
@@ -500,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--resume", type=Path, default=None, metavar="DIR",
                             help="continue the comparison in DIR (stopped with Ctrl-C): finished methods are kept, "
                                  "the stopped one continues from its checkpoints, the rest run")
+    add_preset_flag(comparison, " of every method except PPO")
     add_set_flag(comparison, "override a setting for every method except PPO")
     add_process_flags(comparison)
 
@@ -512,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--env", default="halfcheetah", choices=TASKS)
     memory.add_argument("--obs-dim", type=int, default=17)
     memory.add_argument("--action-dim", type=int, default=6)
+    add_algorithm_flags(memory, "pderl", "mode (default pderl)", "off-policy learner")
     add_set_flag(memory)
     return parser
 

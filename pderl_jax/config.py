@@ -18,6 +18,9 @@ from typing import Any
 
 from flax import struct
 
+from pderl_jax.presets import PRESETS, default_preset, get_preset
+
+ACTIVATION_NAMES = ("tanh", "relu", "elu")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TASKS = ("swimmer", "halfcheetah", "hopper", "walker2d", "ant")
 EVOLUTIONARY_MODES = {
@@ -51,13 +54,24 @@ def static(default):
 
 @struct.dataclass
 class NetworkConfig:
-    """Official ERL/PDERL architectures (paper: "identical to ERL")."""
+    """The actor (population members and RL actor alike) and the critic.
+
+    Defaults: the official ERL/PDERL architectures (paper: "identical to ERL"). The td3-2018
+    preset gives the TD3 authors' 400-300 ReLU networks (see `presets.py`).
+    """
 
     actor_hidden: tuple[int, ...] = static((128, 128))
+    actor_activation: str = static("tanh")  # hidden layers; the output is always tanh
+    # "split": the official critic, state and action through branches of critic_input_width each,
+    # then critic_hidden_width; "concat": [state, action] through the layers of critic_hidden.
+    critic_layout: str = static("split")
     critic_input_width: int = static(200)
     critic_hidden_width: int = static(300)
-    use_layer_norm: bool = static(True)
+    critic_hidden: tuple[int, ...] = static((400, 300))  # critic_layout = "concat" only
+    critic_activation: str = static("elu")
+    use_layer_norm: bool = static(True)  # the official LayerNorm after every hidden Linear
     rl_actor_output_scale: float = static(0.1)  # official `Actor(init=True)` for the RL actor
+    critic_output_scale: float = static(0.1)  # official critic: output layer's init x 0.1
 
 
 @struct.dataclass
@@ -76,11 +90,14 @@ class LearnerConfig:
     exploration: str = static("ou")  # "ou" (official, never reset) | "gaussian"
     # Ref. #13: timeouts are stored as terminal; True bootstraps through time-limit ends.
     bootstrap_on_timeout: bool = static(False)
+    # The RL actor's exploration acts uniformly at random while the run has stored fewer frames
+    # (counted and stored like any other; TD3's start_timesteps). 0: never (official).
+    warmup_frames: int = static(0)
     actor_lr: float = 5e-5
     critic_lr: float = 5e-4
     tau: float = 0.001
     gamma: float = 0.99
-    grad_clip_norm: float = 10.0
+    grad_clip_norm: float = 10.0  # 0: no clipping
     policy_noise: float = 0.2  # TD3 target smoothing std
     noise_clip: float = 0.5  # TD3 target smoothing clip
     ou_theta: float = 0.15
@@ -140,6 +157,9 @@ class Config:
 
     task: str = static("halfcheetah")
     mode: str = static("pderl")  # "pderl" | "perl" | "derl" | "erl" | "ddpg" | "td3"
+    # The learner preset whose values the network and learner sections started from (presets.py);
+    # recorded for the reader, the values themselves are in the sections.
+    preset: str = static("official")
     seed: int = static(7)  # official default seed
     frames: int = static(6_000_000)
     network: NetworkConfig = struct.field(default_factory=NetworkConfig)
@@ -169,6 +189,10 @@ CHOICES = {
     "mode": tuple(MODES),
     "learner.algorithm": ("ddpg", "td3"),
     "learner.exploration": ("ou", "gaussian"),
+    "preset": tuple(PRESETS),
+    "network.actor_activation": tuple(ACTIVATION_NAMES),
+    "network.critic_activation": tuple(ACTIVATION_NAMES),
+    "network.critic_layout": ("split", "concat"),
     "evolution.pairing": ("fitness", "distance", "mixed"),
     "evolution.distance_metric": ("paper", "official"),
     "evolution.distillation_loss": ("official", "paper"),
@@ -177,12 +201,23 @@ CHOICES = {
 
 
 def load_config(task: str, overrides: dict[str, Any] | None = None) -> Config:
-    """The task's config file merged over the defaults, then `overrides` ("section.field": value)."""
+    """The defaults, the learner preset, the task's config file, then `overrides` ("section.field": value).
+
+    The preset is `overrides["preset"]`, else the file's, else the mode's default (`td3-2018` for
+    mode td3, `official` otherwise). Unless `learner.algorithm` is given, it is the preset's
+    learner, else the mode's (`default_learner`).
+    """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     with open(CONFIG_DIR / f"{task}.toml", "rb") as f:
         raw = tomllib.load(f)
-    return with_overrides(from_dict(raw), overrides or {})
+    overrides = dict(overrides or {})
+    mode = overrides.get("mode", raw.get("mode", Config.mode))
+    raw["preset"] = overrides.pop("preset", None) or raw.get("preset") or default_preset(mode)
+    config = from_dict(raw)
+    if "learner.algorithm" not in overrides and get_preset(config.preset).algorithm is None:
+        overrides = {"learner.algorithm": default_learner(mode), **overrides}
+    return with_overrides(config, overrides)
 
 
 def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
@@ -194,20 +229,41 @@ def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    """Build a `Config` from nested dicts (as read from TOML), rejecting unknown keys."""
+    """Build a `Config` from nested dicts (as read from TOML), rejecting unknown keys.
+
+    A top-level `preset` starts the network and learner sections from that preset's values;
+    the dict's own values then override them. Records without one are the official preset's.
+    """
     raw = dict(raw)
     sections = {}
     for name, cls in SECTIONS.items():
         values = raw.pop(name, {})
         if not isinstance(values, dict):
             raise ConfigError(f"[{name}] must be a table of settings, got {values!r}")
-        sections[name] = cls(**_checked_fields(cls, values, prefix=f"{name}."))
-    return Config(**_checked_fields(Config, raw, prefix=""), **sections)
+        sections[name] = _checked_fields(cls, values, prefix=f"{name}.")
+    top = _checked_fields(Config, raw, prefix="")
+    base = apply_preset(Config(**{k: v for k, v in top.items() if k in ("task", "preset")}),
+                        top.get("preset", Config.preset))
+    return base.replace(**top, **{name: getattr(base, name).replace(**values) for name, values in sections.items()})
+
+
+def apply_preset(config: Config, name: str) -> Config:
+    """`config` with every value of preset `name` (for its task) set, and the preset recorded."""
+    try:
+        preset = get_preset(name)
+    except ValueError as e:
+        raise ConfigError(f"preset = {name!r}: {e}") from None
+    config = config.replace(preset=name)
+    for dotted, value in preset.settings(config.task).items():
+        config = override(config, dotted, value)
+    return config
 
 
 def override(config: Config, dotted: str, value: Any) -> Config:
     """Return `config` with one field ("mode" or "learner.actor_lr") replaced."""
     parts = dotted.split(".")
+    if dotted == "preset":
+        return apply_preset(config, value)
     if len(parts) == 1:
         return config.replace(**_checked_fields(Config, {dotted: value}, prefix=""))
     if len(parts) == 2 and parts[0] in SECTIONS:
@@ -235,10 +291,14 @@ def validate(config: Config) -> None:
                 raise ConfigError(f"{name}.{field.name} = {value} must be a finite number")
     evo, learner, net = config.evolution, config.learner, config.network
     if config.mode in LEARNER_MODES and learner.algorithm != config.mode:
+        if get_preset(config.preset).algorithm == learner.algorithm:
+            fix = (f"preset {config.preset!r} is a {learner.algorithm} learner: pick a {config.mode} preset "
+                   f"({', '.join(n for n, p in PRESETS.items() if p.algorithm in (None, config.mode))})")
+        else:
+            fix = f"set learner.algorithm={config.mode} (--learner {config.mode})"
         raise ConfigError(
             f"mode {config.mode!r} trains the {config.mode} learner alone, but learner.algorithm = "
-            f"{learner.algorithm!r}; set learner.algorithm={config.mode} (--learner {config.mode}) or pick "
-            f"an evolutionary mode ({', '.join(EVOLUTIONARY_MODES)})"
+            f"{learner.algorithm!r}; {fix} or pick an evolutionary mode ({', '.join(EVOLUTIONARY_MODES)})"
         )
     for dotted in ("frames", "evolution.pop_size", "evolution.num_evals", "evolution.sync_period",
                    "evolution.tournament_size", "evolution.genetic_memory_capacity", "evolution.distill_batch_size",
@@ -285,8 +345,15 @@ def validate(config: Config) -> None:
         value = _get(config, dotted)
         if not (value >= 0 and math.isfinite(value)):
             raise ConfigError(f"{dotted} = {value} must be a finite number >= 0")
-    if not net.actor_hidden or any(int(w) <= 0 for w in net.actor_hidden):
-        raise ConfigError(f"network.actor_hidden = {net.actor_hidden} must be a non-empty list of positive widths")
+    for dotted in ("network.actor_hidden", "network.critic_hidden"):
+        widths = _get(config, dotted)
+        if not widths or any(int(w) <= 0 for w in widths):
+            raise ConfigError(f"{dotted} = {list(widths)} must be a non-empty list of positive widths")
+    for dotted in ("network.rl_actor_output_scale", "network.critic_output_scale"):
+        if not _get(config, dotted) > 0:
+            raise ConfigError(f"{dotted} = {_get(config, dotted)} must be > 0 (1.0: PyTorch's default init)")
+    if learner.warmup_frames < 0:
+        raise ConfigError(f"learner.warmup_frames = {learner.warmup_frames} must be >= 0 (0: no random warm-up)")
 
 
 def _checked_fields(cls, values: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -68,13 +68,19 @@ def test_generations_count_frames_keep_elites_and_sync_the_rl_actor(mode):
     assert float(state.evolution.selection.total) == 1.0, msg
 
 
-@pytest.mark.parametrize("mode", ["ddpg", "td3"])
-def test_learner_only_modes_explore_update_once_per_frame_and_test(mode):
+# td3-2018: the TD3 authors' settings, shrunk (warm-up of 20 frames, batch 16, 16-16 networks)
+TD3_2018_SMALL = {"preset": "td3-2018", "learner.warmup_frames": 20, "network.critic_hidden": "16,16"}
+
+
+@pytest.mark.parametrize("mode, preset", [("ddpg", {"preset": "official"}), ("td3", {"preset": "official"}),
+                                          ("td3", TD3_2018_SMALL)], ids=["ddpg", "td3-official", "td3-2018"])
+def test_learner_only_modes_explore_update_once_per_frame_and_test(mode, preset):
     seed = int(np.random.default_rng().integers(2**31))
-    trainer, generation = make(mode, **{"learner.algorithm": mode})
+    trainer, generation = make(mode, **preset)
     state = trainer.init(jax.random.key(seed))
     assert state.evolution is None
-    msg = f"seed={seed} mode={mode}"
+    assert trainer.config.learner.algorithm == mode and trainer.config.preset == preset["preset"]
+    msg = f"seed={seed} mode={mode} preset={preset['preset']}"
     total, updates = 0, 0
     for _ in range(8):
         stored_before = int(state.replay.size)
@@ -96,7 +102,9 @@ def test_learner_mode_needs_its_own_learner():
     from pderl_jax.config import ConfigError
 
     with pytest.raises(ConfigError, match="set learner.algorithm=td3"):
-        load_config("hopper", {"mode": "td3"})
+        load_config("hopper", {"mode": "td3", "preset": "official", "learner.algorithm": "ddpg"})
+    with pytest.raises(ConfigError, match="preset 'td3-2018' is a td3 learner: pick a ddpg preset"):
+        load_config("hopper", {"mode": "ddpg", "preset": "td3-2018"})
 
 
 def test_fitness_is_the_mean_return_over_trials():
@@ -165,7 +173,8 @@ def test_the_two_batched_rollouts_equal_the_four_separate_ones():
     _, eval_key, champion_key, _, explore_key, _, test_key = jax.random.split(state.key, 7)
     members = state.evolution.population.members
     fitness, items, valid, frames = jax.jit(trainer.evaluate_population, static_argnums=2)(eval_key, members, 2)
-    rl_items, rl_valid, rl_frames, explored = jax.jit(trainer.explore)(explore_key, state.learner, trainer.config)
+    rl_items, rl_valid, rl_frames, explored = jax.jit(trainer.explore)(explore_key, state.learner, state.frames,
+                                                                       trainer.config)
     close = lambda a, b, what: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7,
                                                           err_msg=f"seed={seed} {what}")
     close(metrics.fitness, fitness, "fitness")

@@ -71,6 +71,9 @@ def test_learner_only_mode_writes_rows_without_population_columns(tmp_path):
     assert all(1 <= s <= 20 for s in steps), steps  # one exploration episode per row
     config = json.loads((out / "config.json").read_text())
     assert config["mode"] == "td3" and config["learner"]["algorithm"] == "td3"
+    # --mode td3 is the TD3 authors' TD3: its preset recorded with its values (warm-up: all 100 frames random)
+    assert config["preset"] == "td3-2018" and config["learner"]["warmup_frames"] == 1000
+    assert config["network"]["critic_layout"] == "concat" and config["network"]["actor_activation"] == "relu"
 
 
 def test_mode_and_learner_must_agree(tmp_path, capsys):

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curves
-from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, default_learner, load_config,
+from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config,
                               with_overrides)
 from pderl_jax.envs.rollout import Environment
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
@@ -66,9 +66,11 @@ def parse_methods(text: str) -> list[str]:
 
 
 def method_config(task: str, method: str, frames: int, overrides: dict) -> Config:
-    """The task's Table 4 config for one method (learner ddpg beside the population, as the official code)."""
-    return with_overrides(load_config(task, {"mode": method, "learner.algorithm": default_learner(method),
-                                             "frames": frames}), overrides)
+    """The task's Table 4 config for one method: its preset (official, or td3-2018 for td3, unless
+    `overrides["preset"]` names one) and learner (ddpg beside the population, as the official code)."""
+    overrides = dict(overrides)
+    chosen = {name: overrides.pop(name) for name in ("preset", "learner.algorithm") if name in overrides}
+    return with_overrides(load_config(task, {"mode": method, "frames": frames, **chosen}), overrides)
 
 
 def device_description() -> str:

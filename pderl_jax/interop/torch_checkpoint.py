@@ -37,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from pderl_jax.config import ConfigError
-from pderl_jax.interop.torch_layout import from_torch_state_dict
+from pderl_jax.interop.torch_layout import from_torch_state_dict, official_actor_layout_problem
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
@@ -274,13 +274,18 @@ def read_torch_state_dict(path) -> "OrderedDict[str, np.ndarray]":
         raise ValueError(f"{path}: truncated or corrupt PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
-def load_official_actor(path, like_params: Mapping[str, Any]) -> dict:
+def load_official_actor(path, like_params: Mapping[str, Any], network=None) -> dict:
     """Official actor checkpoint (`evo_net.pkl`, `models/evo_net_actor_{n}.pkl`) -> flax `Actor` params.
 
     `like_params` is a params tree of the actor to load into (e.g. from `init_actor`); names and
-    shapes are checked against it. Every failure is a `ConfigError` naming the file and the fix.
+    shapes are checked against it, and `network` (its `NetworkConfig`) against what the official
+    `Actor` class can express. Every failure is a `ConfigError` naming the file and the fix.
     """
     path = Path(path)
+    problem = official_actor_layout_problem(network) if network is not None else None
+    if problem is not None:
+        raise ConfigError(f"actor checkpoint {path}: an official PDERL actor cannot be loaded into this network: "
+                          f"{problem}")
     try:
         state_dict = read_torch_state_dict(path)
     except FileNotFoundError:

@@ -30,6 +30,21 @@ def _layer_position(name: str) -> tuple[float, int]:
     raise ValueError(f"unknown layer name {name!r} for the official state-dict layout")
 
 
+def official_actor_layout_problem(network) -> str | None:
+    """Why the official PyTorch `Actor` cannot hold an actor of `network` (a `NetworkConfig`), or None.
+
+    That class has two tanh hidden layers (`w_l1`, `w_l2`) with LayerNorm on or off (`args.use_ln`);
+    another activation loads without error but computes another function.
+    """
+    if network.actor_activation != "tanh":
+        return (f"network.actor_activation = {network.actor_activation!r}, but the official actor's hidden layers "
+                "are tanh; set network.actor_activation=tanh (or --preset official)")
+    if len(network.actor_hidden) != 2:
+        return (f"network.actor_hidden = {list(network.actor_hidden)}, but the official actor has two hidden layers; "
+                "set network.actor_hidden=W1,W2")
+    return None
+
+
 def to_torch_state_dict(params: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
     """Flax params of an `Actor` or `Critic` -> official state dict, in the official parameter order.
 

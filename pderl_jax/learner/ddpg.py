@@ -39,9 +39,9 @@ class LearnerMetrics:
 
 
 def clip_grad_norm(grads, max_norm):
-    """`torch.nn.utils.clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is < 1."""
+    """`torch.nn.utils.clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is < 1; max_norm 0: no clipping."""
     norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
-    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+    scale = jnp.where(max_norm > 0, jnp.minimum(1.0, max_norm / (norm + 1e-6)), 1.0)
     return jax.tree.map(lambda g: g * scale, grads)
 
 

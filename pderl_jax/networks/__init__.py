@@ -1,4 +1,4 @@
-"""Actor and critic networks (official architectures), population init and state-dict I/O."""
+"""Actor and critic networks (official architectures and plain MLPs), population init and state-dict I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from pderl_jax.config import NetworkConfig
-from pderl_jax.networks.modules import Actor, Critic, OfficialLayerNorm, TorchDense, TwinCritic, normalize_unbiased
+from pderl_jax.networks.modules import (ACTIVATIONS, Actor, ConcatCritic, Critic, OfficialLayerNorm, TorchDense, TwinCritic,
+                                       normalize_unbiased)
 from pderl_jax.interop.torch_layout import from_torch_state_dict, to_torch_state_dict
 
 
@@ -20,19 +21,26 @@ def make_actor(action_dim: int, config: NetworkConfig = NetworkConfig(), rl: boo
         hidden_sizes=tuple(config.actor_hidden),
         use_layer_norm=config.use_layer_norm,
         output_init_scale=config.rl_actor_output_scale if rl else 1.0,
+        activation=config.actor_activation,
     )
 
 
-def make_critic(config: NetworkConfig = NetworkConfig(), twin: bool = False) -> Critic | TwinCritic:
-    cls = TwinCritic if twin else Critic
-    return cls(config.critic_input_width, config.critic_hidden_width, config.use_layer_norm)
+def make_critic(config: NetworkConfig = NetworkConfig(), twin: bool = False) -> Critic | ConcatCritic | TwinCritic:
+    """The Q-network of `config.critic_layout` ("split": the official branches; "concat"), or two (TD3)."""
+    if config.critic_layout == "concat":
+        single = ConcatCritic(tuple(config.critic_hidden), config.use_layer_norm, config.critic_output_scale,
+                              config.critic_activation)
+    else:
+        single = Critic(config.critic_input_width, config.critic_hidden_width, config.use_layer_norm,
+                        config.critic_output_scale, config.critic_activation)
+    return TwinCritic(single) if twin else single
 
 
 def init_actor(key: jax.Array, actor: Actor, obs_dim: int) -> dict:
     return actor.init(key, jnp.zeros((obs_dim,), jnp.float32))["params"]
 
 
-def init_critic(key: jax.Array, critic: Critic | TwinCritic, obs_dim: int, action_dim: int) -> dict:
+def init_critic(key: jax.Array, critic, obs_dim: int, action_dim: int) -> dict:
     return critic.init(key, jnp.zeros((1, obs_dim), jnp.float32), jnp.zeros((1, action_dim), jnp.float32))["params"]
 
 
@@ -56,7 +64,7 @@ def apply_actor(actor: Actor, params: dict, states: jax.Array) -> jax.Array:
     return actor.apply({"params": params}, states)
 
 
-def apply_critic(critic: Critic | TwinCritic, params: dict, states: jax.Array, actions: jax.Array) -> jax.Array:
+def apply_critic(critic, params: dict, states: jax.Array, actions: jax.Array) -> jax.Array:
     return critic.apply({"params": params}, states, actions)
 
 
@@ -89,7 +97,7 @@ def count_params(params: dict, weights_only: bool = False) -> int:
 
 
 __all__ = [
-    "ActorApply", "QFunction", "Actor", "Critic", "TwinCritic", "OfficialLayerNorm", "TorchDense",
+    "ACTIVATIONS", "ActorApply", "QFunction", "Actor", "Critic", "ConcatCritic", "TwinCritic", "OfficialLayerNorm", "TorchDense",
     "normalize_unbiased", "make_actor", "make_critic", "init_actor", "init_critic", "init_population",
     "adam", "apply_actor", "apply_critic", "WEIGHT_MATRIX", "weight_matrix_mask", "weight_matrices", "merge_kernels",
     "count_params", "to_torch_state_dict", "from_torch_state_dict",

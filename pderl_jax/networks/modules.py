@@ -1,11 +1,15 @@
-"""The official PDERL/ERL networks as flax modules.
+"""The official PDERL/ERL networks as flax modules, and the plain MLPs of other learners.
 
 Layer names follow the official PyTorch code (`w_l1`, `lnorm1`, ..., `w_out`) so that
-parameters map one-to-one onto its state dicts (see `torch_layout.py`).
+parameters map one-to-one onto its state dicts (see `torch_layout.py`). The activation, the
+widths, LayerNorm and the output layer's init scale are settings (`NetworkConfig`): the
+official values give the official networks; the TD3 authors' are 400-300 ReLU MLPs without
+LayerNorm, whose critic reads the state and action concatenated (`ConcatCritic`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -66,17 +70,25 @@ def elu(x):
     return jnp.where(x > 0, x, jnp.exp(jnp.minimum(x, 0.0)) - 1.0)
 
 
-class Actor(nn.Module):
-    """Deterministic policy: [Linear -> LayerNorm -> tanh] x len(hidden_sizes) -> Linear -> tanh.
+def relu(x):
+    return jnp.maximum(x, 0.0)
 
-    `output_init_scale=0.1` gives the RL actor's init (official `Actor(init=True)`); population
-    members use 1.0.
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": relu, "elu": elu}
+
+
+class Actor(nn.Module):
+    """Deterministic policy: [Linear -> (LayerNorm) -> activation] x len(hidden_sizes) -> Linear -> tanh.
+
+    Official: tanh with LayerNorm, 128-128. `output_init_scale=0.1` gives the RL actor's init
+    (official `Actor(init=True)`); population members use 1.0.
     """
 
     action_dim: int
     hidden_sizes: Sequence[int] = (128, 128)
     use_layer_norm: bool = True
     output_init_scale: float = 1.0
+    activation: str = "tanh"
 
     @nn.compact
     def __call__(self, state):
@@ -85,46 +97,76 @@ class Actor(nn.Module):
             h = TorchDense(width, name=f"w_l{i}")(h)
             if self.use_layer_norm:
                 h = OfficialLayerNorm(name=f"lnorm{i}")(h)
-            h = jnp.tanh(h)
+            h = ACTIVATIONS[self.activation](h)
         return jnp.tanh(TorchDense(self.action_dim, self.output_init_scale, name="w_out")(h))
 
 
 class Critic(nn.Module):
-    """ERL/PDERL Q-network: elu(Ws s) ++ elu(Wa a) -> Linear -> LayerNorm -> elu -> Linear (x0.1)."""
+    """ERL/PDERL Q-network: elu(Ws s) ++ elu(Wa a) -> Linear -> LayerNorm -> elu -> Linear (x0.1).
+
+    The state and the action enter through branches of their own ("split" layout).
+    """
 
     input_width: int = 200
     hidden_width: int = 300
     use_layer_norm: bool = True
     output_init_scale: float = 0.1
+    activation: str = "elu"
 
     @nn.compact
     def __call__(self, state, action):
-        hs = elu(TorchDense(self.input_width, name="w_state_l1")(state))
-        ha = elu(TorchDense(self.input_width, name="w_action_l1")(action))
+        act = ACTIVATIONS[self.activation]
+        hs = act(TorchDense(self.input_width, name="w_state_l1")(state))
+        ha = act(TorchDense(self.input_width, name="w_action_l1")(action))
         h = TorchDense(self.hidden_width, name="w_l2")(jnp.concatenate([hs, ha], axis=-1))
         if self.use_layer_norm:
             h = OfficialLayerNorm(name="lnorm2")(h)
-        h = elu(h)
+        h = act(h)
         q = TorchDense(1, self.output_init_scale, name="w_out")(h)
         return q[..., 0]
 
 
-class TwinCritic(Critic):
-    """Two independent critics (TD3) with `Critic`'s settings; parameters stacked on a leading
-    axis of size 2 under "critics". Returns Q-values of shape [2, ...batch].
+class ConcatCritic(nn.Module):
+    """Q-network on [state, action] concatenated: [Linear -> (LayerNorm) -> activation] x n -> Linear.
+
+    The TD3 authors' critic (400-300 ReLU, no LayerNorm, PyTorch's default init) and DDPG's in
+    most later code ("concat" layout).
     """
+
+    hidden_sizes: Sequence[int] = (400, 300)
+    use_layer_norm: bool = False
+    output_init_scale: float = 1.0
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, state, action):
+        h = jnp.concatenate([state, action], axis=-1)
+        for i, width in enumerate(self.hidden_sizes, start=1):
+            h = TorchDense(width, name=f"w_l{i}")(h)
+            if self.use_layer_norm:
+                h = OfficialLayerNorm(name=f"lnorm{i}")(h)
+            h = ACTIVATIONS[self.activation](h)
+        return TorchDense(1, self.output_init_scale, name="w_out")(h)[..., 0]
+
+
+class TwinCritic(nn.Module):
+    """Two independent critics (TD3) of one architecture (`single`, an unbound `Critic` or
+    `ConcatCritic`); parameters stacked on a leading axis of size 2 under "critics". Returns
+    Q-values of shape [2, ...batch].
+    """
+
+    single: nn.Module = Critic()
 
     @nn.compact
     def __call__(self, state, action):
         ensemble = nn.vmap(
-            Critic,
+            type(self.single),
             variable_axes={"params": 0},
             split_rngs={"params": True},
             in_axes=None,
             out_axes=0,
             axis_size=2,
         )
-        return ensemble(
-            self.input_width, self.hidden_width, self.use_layer_norm, self.output_init_scale,
-            name="critics",
-        )(state, action)
+        settings = {f.name: getattr(self.single, f.name) for f in dataclasses.fields(self.single)
+                    if f.init and f.name not in ("parent", "name")}
+        return ensemble(**settings, name="critics")(state, action)

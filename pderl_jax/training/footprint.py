@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
+import jax
+
 from pderl_jax.buffers.ring import Transition
 from pderl_jax.config import Config
+from pderl_jax.networks import init_actor, init_critic, make_actor, make_critic
 
 
-def _actor_params(obs_dim: int, action_dim: int, hidden: tuple[int, ...], layer_norm: bool) -> int:
-    total, fan_in = 0, obs_dim
-    for width in hidden:
-        total += fan_in * width + width + (2 * width if layer_norm else 0)
-        fan_in = width
-    return total + fan_in * action_dim + action_dim
-
-
-def _critic_params(obs_dim: int, action_dim: int, width: int, hidden: int, layer_norm: bool) -> int:
-    return (obs_dim + 1) * width + (action_dim + 1) * width + (2 * width + 1) * hidden \
-        + (2 * hidden if layer_norm else 0) + hidden + 1
+def _param_count(init) -> int:
+    """Parameters of the network `init()` builds, read off its shapes (nothing is allocated)."""
+    shapes = jax.eval_shape(init)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
 
 
 def memory_estimate(config: Config, obs_dim: int, action_dim: int) -> dict[str, int]:
     """Bytes held by the persistent training state (float32), by component."""
     evo, learner, net = config.evolution, config.learner, config.network
     item = Transition.bytes_per_item(obs_dim, action_dim)
-    actor = 4 * _actor_params(obs_dim, action_dim, tuple(net.actor_hidden), net.use_layer_norm)
-    critics = 2 if learner.algorithm == "td3" else 1
-    critic = 4 * critics * _critic_params(obs_dim, action_dim, net.critic_input_width, net.critic_hidden_width,
-                                          net.use_layer_norm)
+    key = jax.random.key(0)
+    actor = 4 * _param_count(lambda: init_actor(key, make_actor(action_dim, net), obs_dim))
+    twin = learner.algorithm == "td3"
+    critic = 4 * _param_count(lambda: init_critic(key, make_critic(net, twin=twin), obs_dim, action_dim))
     members = evo.pop_size if config.has_population else 0
     return {
         "replay_buffer": learner.replay_capacity * item,

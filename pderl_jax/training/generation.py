@@ -121,10 +121,20 @@ class Trainer:
         return self.apply_actor(params, obs), params
 
     def exploration_policy(self, learner_state: LearnerState, config: Config) -> Policy:
-        """The RL actor plus exploration noise on one episode; the noise advances with its steps, never reset."""
-        def policy(noise, obs, step_key, alive):
+        """The RL actor plus exploration noise on one episode; the noise advances with its steps, never reset.
+
+        The carry is (noise state, frames stored so far): while fewer than `learner.warmup_frames`
+        are stored, the action is uniform over the action box instead (TD3's random warm-up).
+        """
+        warmup = config.learner.warmup_frames
+
+        def policy(carry, obs, step_key, alive):
+            noise, frames = carry
             action, acting = self.learner.explore(learner_state.replace(noise=noise), obs[0], step_key, config.learner)
-            return action[None], jnp.where(alive[0], acting.noise, noise)
+            if warmup:
+                uniform = jax.random.uniform(jax.random.fold_in(step_key, 1), action.shape, action.dtype, -1.0, 1.0)
+                action = jnp.where(frames < warmup, uniform, action)
+            return action[None], (jnp.where(alive[0], acting.noise, noise), frames + alive[0].astype(frames.dtype))
 
         return policy
 
@@ -140,9 +150,11 @@ class Trainer:
         episodes, _ = rollout(self.env, key, k * num_evals, self.population_policy, params)
         return self.fitness(episodes, k, num_evals)
 
-    def explore(self, key, learner_state: LearnerState, config: Config):
-        """One episode of the RL actor with exploration noise: its transitions, frames and advanced noise."""
-        episodes, noise = rollout(self.env, key, 1, self.exploration_policy(learner_state, config), learner_state.noise)
+    def explore(self, key, learner_state: LearnerState, frames, config: Config):
+        """One episode of the RL actor with exploration noise, `frames` stored before it: its transitions,
+        frames and advanced noise."""
+        episodes, (noise, _) = rollout(self.env, key, 1, self.exploration_policy(learner_state, config),
+                                       (learner_state.noise, frames))
         return self.exploration(episodes, learner_state.replace(noise=noise))
 
     @staticmethod
@@ -151,17 +163,20 @@ class Trainer:
         items, valid = episode_major(episodes, 1)
         return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state
 
-    def evaluate_and_explore(self, eval_key, explore_key, members: dict, learner_state: LearnerState,
+    def evaluate_and_explore(self, eval_key, explore_key, members: dict, learner_state: LearnerState, frames,
                              config: Config):
-        """`evaluate_population(eval_key, ...)` and `explore(explore_key, ...)` as one rollout."""
+        """`evaluate_population(eval_key, ...)` and `explore(explore_key, ..., frames)` as one rollout.
+
+        The random warm-up counts the frames stored before this generation and the exploration
+        episode's own steps (the population's episodes run beside it)."""
         num_evals = config.evolution.num_evals
         k, params = _each_member_repeated(members, num_evals)
         evaluations = k * num_evals
         exploration_policy = self.exploration_policy(learner_state, config)
         policy = side_by_side((evaluations, self.population_policy), (1, exploration_policy))
         keys = jnp.concatenate([initial_state_keys(eval_key, evaluations), initial_state_keys(explore_key, 1)])
-        episodes, (_, noise) = rollout(self.env, explore_key, evaluations + 1, policy, (params, learner_state.noise),
-                                       reset_keys=keys)
+        episodes, (_, (noise, _)) = rollout(self.env, explore_key, evaluations + 1, policy,
+                                            (params, (learner_state.noise, frames)), reset_keys=keys)
         evaluation = self.fitness(episodes.episodes(0, evaluations), k, num_evals)
         return evaluation, self.exploration(episodes.episodes(evaluations, evaluations + 1),
                                             learner_state.replace(noise=noise))
@@ -203,7 +218,7 @@ class Trainer:
         chex.assert_tree_shape_prefix(population, (evo.pop_size,))
 
         (fitness, items, valid, population_frames), (rl_items, rl_valid, rl_frames, learner_state) = \
-            self.evaluate_and_explore(eval_key, explore_key, population.members, state.learner, config)
+            self.evaluate_and_explore(eval_key, explore_key, population.members, state.learner, state.frames, config)
         population = population.replace(memories=memories_add(population.memories, items, valid))
         replay = ring_add(state.replay, _flatten(items), valid.reshape(-1))
         replay = ring_add(replay, rl_items, rl_valid)
@@ -239,7 +254,7 @@ class Trainer:
     def learner_generation(self, state: TrainState, config: Config):
         """DDPG or TD3 alone: one exploration episode, one update per stored frame, a test."""
         key, explore_key, train_key, test_key = jax.random.split(state.key, 4)
-        items, valid, frames, learner_state = self.explore(explore_key, state.learner, config)
+        items, valid, frames, learner_state = self.explore(explore_key, state.learner, state.frames, config)
         replay = ring_add(state.replay, items, valid)
         learner_state, losses = self.train_learner(train_key, learner_state, replay, frames, config)
         rl_test = self.test_actor(test_key, learner_state.actor)
