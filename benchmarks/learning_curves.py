@@ -3,13 +3,16 @@
 usage: python benchmarks/learning_curves.py [ROOT] [--points 100000,200000,300000]
 
 ROOT (default benchmarks/results/learning_curves) holds `pderl-jax compare` folders, one or more per
-task (`Hopper-v5/` with pderl, erl and td3, `Hopper-v5-ddpg/` with ddpg, ...). For every task and
+task (`Hopper-v5/` with pderl, erl and td3, `Hopper-v5-ddpg/` with ddpg, ...). A method run on a
+learner preset other than its default (official; td3-2018 for td3) is its own entry, "pderl @
+td3-2018", read from the runs' config.json (records without a preset are official). For every task and
 method it reads each seed's champion test return (the best member's, or the learner's actor alone in
 td3/ddpg; for the evolutionary methods also their DDPG actor's) at the given frame counts, as the
 last row at or before each count, and writes:
 
 - ROOT/summary.json: per task, method and count the per-seed values, mean, std (ddof 0, as the
-  published spreads) and n; the final cumulative selection rates of the synced RL actor; the
+  published spreads), n, and the interquartile mean with its 95% stratified bootstrap interval
+  (rliable, 2,000 resamples); the final cumulative selection rates of the synced RL actor; the
   published points of benchmarks/published_curves.json beside them;
 - ROOT/table.md: the same as tables, with Table 2 of the paper;
 - ROOT/curves_<task>.png: mean +- std of each method against frames, the published points as markers;
@@ -33,6 +36,7 @@ from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curv
 from pderl_jax.config import EVOLUTIONARY_MODES
 from pderl_jax.experiments.compare import METHODS, finished_run
 from pderl_jax.experiments.paper import TABLE2, TABLE2_OUTCOMES
+from pderl_jax.presets import default_preset
 from pderl_jax.training.metrics import RATE_COLUMNS
 
 HERE = Path(__file__).parent
@@ -40,9 +44,20 @@ PUBLISHED = HERE / "published_curves.json"
 MARKERS = {"td3-paper": "o", "tianshou-td3": "s", "tianshou-ddpg": "^"}
 
 
+def method_label(method: str, run_folder: Path) -> str:
+    """`method`, or "method @ preset" when the run's learner preset is not the method's default."""
+    preset = json.loads((run_folder / "config.json").read_text()).get("preset", "official")
+    return method if preset == default_preset(method) else f"{method} @ {preset}"
+
+
+def base_method(label: str) -> str:
+    return label.split(" @ ")[0]
+
+
 def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
-    """(task -> method -> RunRecords with at least one row, task -> backend label), from every comparison
-    folder under root (a folder per method); a method of a task found in two comparisons is an error."""
+    """(task -> method label -> RunRecords with at least one row, task -> backend label), from every
+    comparison folder under root (a folder per method); a method of a task on one preset found in two
+    comparisons is an error."""
     found: dict[str, dict[str, list]] = {}
     backends: dict[str, str] = {}
     for comparison in sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()):
@@ -57,9 +72,10 @@ def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, str]]
             runs = [r for r in find_runs([comparison / method]) if np.isfinite(r.metrics["frames"]).any()]
             if not runs:
                 continue
-            if method in found.get(task, {}):
-                raise SystemExit(f"{task} {method}: runs in two comparisons under {root}; keep one")
-            found.setdefault(task, {})[method] = runs
+            label = method_label(method, runs[0].path)
+            if label in found.get(task, {}):
+                raise SystemExit(f"{task} {label}: runs in two comparisons under {root}; keep one")
+            found.setdefault(task, {})[label] = runs
     return found, backends
 
 
@@ -71,14 +87,33 @@ def values_at(runs, points: list[int], column: str = "champion_test") -> np.ndar
 
 
 def statistics(values: np.ndarray) -> dict:
-    """Mean, std (ddof 0; none for one seed) and n over the seeds that reached the point; per seed, None
-    for a seed that did not."""
+    """Mean, std (ddof 0; none for one seed), n, and the IQM with its 95% stratified bootstrap interval
+    (none for one seed) over the seeds that reached the point; per seed, None for a seed that did not."""
     finite = values[np.isfinite(values)]
     seeds = [round(float(v), 1) if np.isfinite(v) else None for v in values]
     if not finite.size:
-        return {"mean": None, "std": None, "n": 0, "seeds": seeds}
+        return {"mean": None, "std": None, "n": 0, "seeds": seeds, "iqm": None, "iqm_ci": None}
+    iqm, interval = interquartile_mean(finite)
     return {"mean": float(finite.mean()), "std": float(finite.std()) if finite.size > 1 else None,
-            "n": int(finite.size), "seeds": seeds}
+            "n": int(finite.size), "seeds": seeds, "iqm": iqm, "iqm_ci": interval}
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def interquartile_mean(values: np.ndarray) -> tuple[float, list[float] | None]:
+    """rliable's IQM of one task's runs and its 95% stratified bootstrap interval (fixed seed, so the
+    report is reproducible); with one run, the value alone."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = np.asarray(values, np.float64)[:, None]  # [runs, tasks]
+    iqm = float(metrics.aggregate_iqm(scores))
+    if scores.shape[0] < 2:
+        return iqm, None
+    _, intervals = rly.get_interval_estimates({"m": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                              reps=BOOTSTRAP_RESAMPLES, random_state=np.random.RandomState(0))
+    return iqm, [float(intervals["m"][0, 0]), float(intervals["m"][1, 0])]
 
 
 def selection_rates(runs) -> dict:
@@ -151,6 +186,19 @@ def published_points(task: str) -> list[dict]:
             for s in sources if task in s["points"]]
 
 
+def name(label: str) -> str:
+    """"PDERL", "TD3 @ official": the method upper-cased, the preset as it is."""
+    method, _, preset = label.partition(" @ ")
+    return method.upper() + (f" @ {preset}" if preset else "")
+
+
+def iqm_cell(stats: dict) -> str:
+    if stats.get("iqm") is None:
+        return "-"
+    interval = stats.get("iqm_ci")
+    return f"{stats['iqm']:.0f}" + (f" [{interval[0]:.0f}, {interval[1]:.0f}]" if interval else "")
+
+
 def cell(stats: dict | None) -> str:
     if not stats or stats.get("mean") is None:
         return "-"
@@ -171,7 +219,7 @@ def report(root: Path, points: list[int]) -> dict:
                 "runs": [str(r.path.relative_to(root)) for r in runs],
                 "frames": [int(np.nanmax(r.metrics["frames"])) for r in runs],
                 "at": {str(p): statistics(values[:, i]) for i, p in enumerate(points)}}
-            if method in EVOLUTIONARY_MODES:  # the learner's own actor inside the method, tested beside the champion
+            if base_method(method) in EVOLUTIONARY_MODES:  # the learner's own actor inside the method, tested beside the champion
                 rl = values_at(runs, points, "rl_test")
                 entry["methods"][method]["rl_actor_at"] = {str(p): statistics(rl[:, i]) for i, p in enumerate(points)}
             if method in TABLE2.get(task, {}) and selection_rates(runs):
@@ -191,9 +239,10 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
     header = "| | " + " | ".join(f"{p // 1000}k" for p in points) + " |"
     lines = [f"\n### {task}\n", header, "|---|" + "---|" * len(points)]
     for method, result in entry["methods"].items():
-        lines.append(f"| ours: {method.upper()} | " + " | ".join(cell(result["at"][str(p)]) for p in points) + " |")
+        lines.append(f"| ours: {name(method)} | " + " | ".join(cell(result["at"][str(p)]) for p in points) + " |")
         if "rl_actor_at" in result:
-            lines.append(f"| ours: {method.upper()}'s DDPG actor | "
+            learner = "TD3" if " @ td3" in method else "DDPG"
+            lines.append(f"| ours: {name(method)}'s {learner} actor | "
                          + " | ".join(cell(result["rl_actor_at"][str(p)]) for p in points) + " |")
     for source in entry["published"]:
         if not any(str(p) in source["points"] for p in points):
@@ -203,6 +252,10 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
             point = source["points"].get(str(p))
             cells.append(cell({"mean": point[0], "std": point[1]}) if point else "-")
         lines.append(f"| {source['label']} ({source['task_version']}) | " + " | ".join(cells) + " |")
+    lines += ["", "Interquartile mean of our runs with its 95% stratified bootstrap interval (rliable):\n",
+              header, "|---|" + "---|" * len(points)]
+    for method, result in entry["methods"].items():
+        lines.append(f"| ours: {name(method)} | " + " | ".join(iqm_cell(result["at"][str(p)]) for p in points) + " |")
     if entry["selection"]:
         lines += ["", "Cumulative selection rates of the synced RL actor at the end of the finished runs, percent "
                   "(paper Table 2 beside):\n", "| | elite | selected | discarded |", "|---|---|---|---|"]
@@ -213,7 +266,7 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
             lines.append(f"| ours: {method.upper()} (n={rates['n']}) | " + " | ".join(ours) + " |")
             lines.append(f"| paper: {method.upper()} | " + " | ".join(paper) + " |")
     for method, study in entry["operators"].items():
-        lines += ["", f"Operators on the final populations of {method.upper()} ({study['n']} runs, {study['draws']} "
+        lines += ["", f"Operators on the final populations of {name(method)} ({study['n']} runs, {study['draws']} "
                   "draws; `pderl-jax analyze`), the paper's Figures 5 and 7 (Ant) beside:\n",
                   "| child | at least the (better) parent | below 40% of it | median return / parent 1 | paper |",
                   "|---|---|---|---|---|"]
@@ -242,7 +295,7 @@ def plot_task(task: str, methods: dict, entry: dict, backend: str, path: Path) -
         with warnings.catch_warnings():  # grid points past every run's end are NaN, not an error
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-        line, = ax.plot(grid, mean, label=f"{method.upper()} (ours, {len(runs)} seeds)")
+        line, = ax.plot(grid, mean, label=f"{name(method)} (ours, {len(runs)} seeds)")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     for shift, source in enumerate(s for s in entry["published"] if s["key"] in MARKERS):
         xs = [int(p) for p in source["points"] if int(p) <= top * 1.05]

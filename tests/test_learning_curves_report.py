@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from pderl_jax.training.metrics import CSV_COLUMNS
 
@@ -27,9 +28,12 @@ def write_comparison(folder: Path, task: str, methods: list[str]) -> None:
     (folder / "config.json").write_text(json.dumps(record))
 
 
-def write_run(folder: Path, seed: int, mode: str, rows: list[dict], finished: bool | None) -> None:
+def write_run(folder: Path, seed: int, mode: str, rows: list[dict], finished: bool | None,
+              preset: str | None = None) -> None:
+    """A run folder; without `preset` its config.json has none, as the records written before presets."""
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"task": "hopper", "mode": mode, "seed": seed}))
+    record = {"task": "hopper", "mode": mode, "seed": seed, **({"preset": preset} if preset else {})}
+    (folder / "config.json").write_text(json.dumps(record))
     with open(folder / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -65,7 +69,13 @@ def test_report_matches_hand_computed_statistics(tmp_path):
         write_run(tmp_path / "Hopper" / "pderl" / f"run_{seed:03d}", seed, "pderl", rows, finished[seed])
     td3_rows = [random_rows(rng, 300) for _ in range(2)]
     for seed, rows in enumerate(td3_rows):
-        write_run(tmp_path / "Hopper" / "td3" / f"run_{seed:03d}", seed, "td3", rows, True)
+        write_run(tmp_path / "Hopper" / "td3" / f"run_{seed:03d}", seed, "td3", rows, True, preset="td3-2018")
+    # the same methods on other presets, in comparisons of their own: entries of their own
+    write_comparison(tmp_path / "Hopper-official-td3", "hopper", ["td3"])
+    write_run(tmp_path / "Hopper-official-td3" / "td3" / "run_000", 0, "td3", random_rows(rng, 300), True)
+    write_comparison(tmp_path / "Hopper-pderl-td3", "hopper", ["pderl"])
+    write_run(tmp_path / "Hopper-pderl-td3" / "pderl" / "run_000", 0, "pderl", random_rows(rng, 300), True,
+              preset="td3-2018")
     parents = rng.normal(1000, 400, size=(3, 8))
     children = rng.normal(800, 600, size=(4, 8))
     analysis = {"draws": 8,
@@ -83,6 +93,7 @@ def test_report_matches_hand_computed_statistics(tmp_path):
 
     summary = learning_curves.report(tmp_path, POINTS)
     entry = summary["tasks"]["hopper"]
+    assert list(entry["methods"]) == ["pderl", "td3", "td3 @ official", "pderl @ td3-2018"]
     for method, runs in (("pderl", pderl_rows), ("td3", td3_rows)):
         for point in POINTS:
             values = np.array([reference_value(rows, point, "champion_test") for rows in runs])
@@ -90,8 +101,16 @@ def test_report_matches_hand_computed_statistics(tmp_path):
             got = entry["methods"][method]["at"][str(point)]
             assert got["n"] == finite.size
             if not finite.size:  # every seed's first row comes after the point
-                assert got["mean"] is None
+                assert got["mean"] is None and got["iqm"] is None
                 continue
+            # IQM: the mean of the middle half (scipy's 25% trimmed mean); its bootstrap interval holds it
+            assert got["iqm"] == pytest.approx(stats.trim_mean(finite, 0.25), rel=1e-9)
+            if finite.size == 1:
+                assert got["iqm_ci"] is None
+            else:
+                low, high = got["iqm_ci"]
+                assert finite.min() - 1e-9 <= low <= got["iqm"] <= high <= finite.max() + 1e-9
+                assert high > low
             assert got["mean"] == pytest.approx(np.mean(finite), rel=1e-9)
             if finite.size == 1:
                 assert got["std"] is None  # no spread from one seed
@@ -133,7 +152,7 @@ def test_report_matches_hand_computed_statistics(tmp_path):
     assert (tmp_path / "curves_hopper.png").stat().st_size > 1000
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
 
-    write_comparison(tmp_path / "Hopper-again", "hopper", ["td3"])  # one method in two comparisons: refused
-    write_run(tmp_path / "Hopper-again" / "td3" / "run_000", 0, "td3", random_rows(rng, 300), True)
+    write_comparison(tmp_path / "Hopper-again", "hopper", ["td3"])  # one method on one preset twice: refused
+    write_run(tmp_path / "Hopper-again" / "td3" / "run_000", 0, "td3", random_rows(rng, 300), True, preset="td3-2018")
     with pytest.raises(SystemExit, match="hopper td3: runs in two comparisons"):
         learning_curves.report(tmp_path, POINTS)

@@ -350,3 +350,18 @@ def test_a_relu_population_checkpoints_resumes_exactly_and_is_evaluated(tmp_path
     assert main(["evaluate", "--official", str(DATA / "torch_actor_zip.pt"), "--env", "HalfCheetah-v5",
                  "--preset", "td3-2018", "--set", "network.actor_hidden=16,12"]) == 2
     assert "network.actor_activation = 'relu'" in capsys.readouterr().err
+
+
+def test_a_comparison_puts_every_method_on_the_preset_it_is_given():
+    from pderl_jax.experiments.compare import method_config
+
+    assert method_config("hopper", "pderl", 1000, {}).preset == "official"
+    assert method_config("hopper", "td3", 1000, {}).preset == "td3-2018"  # TD3 as its authors ran it
+    on_td3 = {method: method_config("hopper", method, 1000, {"preset": "td3-2018", "evolution.pop_size": 6})
+              for method in ("pderl", "erl", "td3")}
+    for method, config in on_td3.items():
+        assert config.mode == method and config.preset == "td3-2018" and config.learner.algorithm == "td3"
+        assert config.network.critic_layout == "concat" and config.frames == 1000
+    assert on_td3["pderl"].evolution.pop_size == 6
+    with pytest.raises(ConfigError, match="pick a ddpg preset"):
+        method_config("hopper", "ddpg", 1000, {"preset": "td3-2018"})
