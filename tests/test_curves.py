@@ -76,12 +76,12 @@ def test_interpolate_curves_is_a_step_function_nan_before_the_first_row():
 # ------------------------------------------------------------------------------- synthetic runs
 
 
-def write_run(folder, mode, seed, rows, task="hopper", sweep=None, rng=None):
+def write_run(folder, mode, seed, rows, task="hopper", sweep=None, rng=None, preset=None):
     """A run folder as `pderl-jax train` / `sweep` writes it, with made-up metrics; returns the rows."""
     rng = rng or np.random.default_rng()
     folder.mkdir(parents=True)
-    config = to_dict(load_config(task, {"mode": mode, "learner.algorithm": "td3" if mode == "td3" else "ddpg",
-                                        "seed": seed, "frames": 10_000}))
+    chosen = {"preset": preset} if preset else {"learner.algorithm": "td3" if mode == "td3" else "ddpg"}
+    config = to_dict(load_config(task, {"mode": mode, **chosen, "seed": seed, "frames": 10_000}))
     config["environment"] = {"name": task, "backend": "spring", "episode_length": 1000}
     if sweep is not None:
         config["sweep"] = sweep
@@ -162,6 +162,15 @@ def test_labels_name_the_task_when_runs_span_several(tmp_path):
     write_run(tmp_path / "b", "pderl", 0, 3, task="swimmer")
     write_run(tmp_path / "c", "td3", 0, 3, task="swimmer")
     assert [r.label for r in find_runs(tmp_path)] == ["hopper pderl", "swimmer pderl", "swimmer td3"]
+
+
+def test_labels_name_a_preset_other_than_the_modes_default(tmp_path):
+    write_run(tmp_path / "a", "pderl", 0, 3)
+    write_run(tmp_path / "b", "pderl", 0, 3, preset="td3-2018")
+    write_run(tmp_path / "c", "td3", 0, 3)
+    write_run(tmp_path / "d", "td3", 0, 3, preset="official")
+    assert [r.label for r in find_runs(tmp_path)] == ["pderl (ddpg learner)", "pderl (td3 learner) @ td3-2018", "td3",
+                                                      "td3 @ official"]
 
 
 def test_find_runs_errors_name_the_path(tmp_path):

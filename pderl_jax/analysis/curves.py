@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pderl_jax.config import EVOLUTIONARY_MODES, ConfigError
+from pderl_jax.presets import default_preset
 from pderl_jax.training.metrics import METRICS_FILE, POPULATION_COLUMNS, RATE_COLUMNS, read_metric_columns
 
 # What curves.json holds, per x axis.
@@ -155,12 +156,13 @@ def _group_parts(record: RunRecord) -> dict:
     environment = config.get("environment") if isinstance(config.get("environment"), dict) else {}
     sweep = config.get("sweep") if isinstance(config.get("sweep"), dict) else {}
     return {"task": record.task, "backend": backend_label(environment), "mode": record.mode,
-            "learner": learner, "sweep": sweep}
+            "learner": learner, "preset": config.get("preset", "official"), "sweep": sweep}
 
 
 def _assign_labels(records: list[RunRecord]) -> None:
-    """Group label = mode, with the task (backend, learner) added when the runs span several, and the
-    swept values of sweep runs: "pderl", "hopper td3", "pderl (td3 learner) actor_lr=0.0001"."""
+    """Group label = mode, with the task (backend, learner) added when the runs span several, the
+    learner preset when it is not the mode's default, and the swept values of sweep runs: "pderl",
+    "hopper td3", "td3 @ official", "pderl (td3 learner) actor_lr=0.0001"."""
     parts = [_group_parts(r) for r in records]
     several = lambda key, which=parts: len({repr(p[key]) for p in which}) > 1
     tasks, backends = several("task"), several("backend")
@@ -172,6 +174,8 @@ def _assign_labels(records: list[RunRecord]) -> None:
         words.append(p["mode"])
         if learners and p["mode"] in EVOLUTIONARY_MODES:
             words.append(f"({p['learner']} learner)")
+        if p["preset"] != default_preset(p["mode"]):
+            words.append(f"@ {p['preset']}")
         if p["sweep"]:
             words.append(_sweep_label(p["sweep"]))
         record.label = " ".join(words)
