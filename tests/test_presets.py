@@ -365,3 +365,20 @@ def test_a_comparison_puts_every_method_on_the_preset_it_is_given():
     assert on_td3["pderl"].evolution.pop_size == 6
     with pytest.raises(ConfigError, match="pick a ddpg preset"):
         method_config("hopper", "ddpg", 1000, {"preset": "td3-2018"})
+
+
+def test_a_comparison_recorded_before_presets_resumes_on_the_official_preset(tmp_path):
+    from pderl_jax.experiments.compare import format_table, method_config, read_comparison
+
+    old = {"task": "hopper", "methods": ["pderl", "td3"], "seeds": [0], "frames": 1000, "overrides": {},
+           "environment": {"name": "hopper", "backend": "gymnasium", "episode_length": 1000}}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    record = read_comparison(tmp_path)
+    assert method_config("hopper", "td3", 1000, record["overrides"]).preset == "official"  # as it ran
+    new = {**old, "presets": {"pderl": "official", "td3": "td3-2018"}}
+    (tmp_path / "config.json").write_text(json.dumps(new))
+    assert method_config("hopper", "td3", 1000, read_comparison(tmp_path)["overrides"]).preset == "td3-2018"
+    stats = {"mean": 1.0, "std": 0.0, "median": 1.0, "wall_s": 1.0}
+    table = format_table({"methods": {"pderl": {**stats, "preset": "td3-2018"}, "td3": {**stats, "preset": "td3-2018"},
+                                      "erl": stats}})
+    assert table.splitlines()[0] == "| metric | PDERL @ td3-2018 | TD3 | ERL |"

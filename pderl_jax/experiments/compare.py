@@ -25,6 +25,7 @@ from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curv
 from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config,
                               with_overrides)
 from pderl_jax.envs.rollout import Environment
+from pderl_jax.presets import default_preset
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.training.checkpoint import has_checkpoints
@@ -151,14 +152,13 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
                           "--backend mjx or brax")
     if frames <= 0:
         raise ConfigError(f"--frames must be positive, got {frames}")
-    for method in methods:  # every setting checked before anything runs
-        if method != "ppo":
-            method_config(task, method, frames, overrides)
+    presets = {method: method_config(task, method, frames, overrides).preset  # every setting checked first
+               for method in methods if method != "ppo"}
     if "ppo" in methods and jax.process_count() > 1:
         raise ConfigError("PPO (brax.training) runs in one process; drop ppo from --methods, or compare it in a "
                           "separate one-process run and join the two with --merge")
     out_dir = Path(out_dir)
-    record = comparison_record(task, env, methods, seeds, frames, overrides)
+    record = comparison_record(task, env, methods, seeds, frames, overrides, presets)
     check_agreement({**record, "out": str(out_dir.absolute()), "force": force, "resume": resume},
                     "comparison settings")
     if not resume:
@@ -181,7 +181,8 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
         wall, compile_s = method_timing(out_dir / method, folders, time.perf_counter() - start)
         finals = final_tests(folders)
         results[method] = {**final_statistics(finals), "finals": finals, "wall_s": wall, "compile_s": compile_s,
-                           "device": device, "runs": [str(f.relative_to(out_dir)) for f in folders]}
+                           "device": device, "runs": [str(f.relative_to(out_dir)) for f in folders],
+                           **({"preset": presets[method]} if method in presets else {})}
         print_fn(f"compare: {method} final champion test {results[method]['mean']:.1f} +- "
                  f"{results[method]['std']:.1f} over {len(seeds)} seeds ({results[method]['wall_s']:.0f} s)")
     summary = {"task": task, "frames": frames, "seeds": seeds, "device": device,
@@ -203,10 +204,10 @@ def method_timing(method_dir: Path, folders: list[Path], measured_s: float) -> t
 
 
 def comparison_record(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int,
-                      overrides: dict) -> dict:
-    """A comparison's `config.json`: what `--resume` needs to continue it."""
+                      overrides: dict, presets: dict[str, str]) -> dict:
+    """A comparison's `config.json`: what `--resume` needs to continue it, and each method's learner preset."""
     return {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
-            "environment": {**environment_record(env), "name": getattr(env, "task", task)}}
+            "presets": presets, "environment": {**environment_record(env), "name": getattr(env, "task", task)}}
 
 
 def read_comparison(out_dir: Path) -> dict:
@@ -220,6 +221,8 @@ def read_comparison(out_dir: Path) -> dict:
                           "written by pderl-jax compare") from None
     if missing:
         raise ConfigError(f"{path} is not a comparison's config.json (no {', '.join(missing)})")
+    if "presets" not in record:  # written before learner presets (0.7.0): every method ran the official one
+        record["overrides"] = {"preset": "official", **record["overrides"]}
     return record
 
 
@@ -269,6 +272,12 @@ def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=
     return write_report(merged, out_dir, print_fn)
 
 
+def method_name(method: str, result: dict) -> str:
+    """"PDERL", or "PDERL @ td3-2018" for a method on a learner preset other than its default."""
+    preset = result.get("preset", default_preset(method))
+    return method.upper() + ("" if preset == default_preset(method) else f" @ {preset}")
+
+
 def format_table(summary: dict) -> str:
     """Table 1 layout: one column per method; mean, std and median of the final champion test, wall-clock."""
     results = summary["methods"]
@@ -276,7 +285,7 @@ def format_table(summary: dict) -> str:
     def row(name: str, cells) -> str:
         return f"| {name} | " + " | ".join(cells) + " |"
 
-    lines = [row("metric", [m.upper() for m in results]), "|---|" + "---|" * len(results)]
+    lines = [row("metric", [method_name(m, r) for m, r in results.items()]), "|---|" + "---|" * len(results)]
     for key, name in (("mean", "mean"), ("std", "std"), ("median", "median"), ("wall_s", "wall-clock (s)")):
         lines.append(row(name, [f"{r[key]:.0f}" for r in results.values()]))
     if any(r.get("compile_s") for r in results.values()):
@@ -319,7 +328,8 @@ def plot_figure4(out_dir: Path, methods: list[str], path: Path, title: str = "")
         with warnings.catch_warnings():  # grid points no run has reached yet are NaN, not an error
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-        line, = axes.plot(grid, mean, label=method.upper())
+        preset = runs[0].config.get("preset", "official") if method != "ppo" else default_preset(method)
+        line, = axes.plot(grid, mean, label=method_name(method, {"preset": preset}))
         axes.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     axes.set_xlabel("frames")
     axes.set_ylabel("champion test return")
