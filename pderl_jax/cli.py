@@ -259,12 +259,12 @@ def run_compare(args, overrides: dict) -> int:
                                    "nothing else may change")
             record = read_comparison(args.resume)
             task, methods, seeds, frames = record["task"], record["methods"], record["seeds"], record["frames"]
-            overrides = record["overrides"]
+            overrides, presets = record["overrides"], record["presets"]
             env = environment_from_record(record["environment"], task)
             backend, out = f"backend {env.backend}: as recorded in {args.resume / 'config.json'}", args.resume
         else:
             methods = parse_methods(args.methods or "pderl,perl,derl,erl,td3,ppo")
-            overrides = {**learner_choice(args), **overrides}
+            overrides, presets = {**learner_choice(args), **overrides}, None
             seeds = parse_seed_count(args.seeds or "5")
             name = args.env or "halfcheetah"
             task = resolve_task(name)
@@ -274,7 +274,7 @@ def run_compare(args, overrides: dict) -> int:
         print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}"
               f"\n  {backend}")
         summary = compare(task, env, methods, seeds, frames, out, overrides, force=args.force,
-                          progress=not args.no_progress, resume=args.resume is not None)
+                          progress=not args.no_progress, resume=args.resume is not None, presets=presets)
         if summary.get("interrupted"):
             return 130
     print(f"table: {out}/table.md, figure: {out}/figure4.png")

@@ -340,6 +340,15 @@ def test_a_relu_population_checkpoints_resumes_exactly_and_is_evaluated(tmp_path
     assert main(["train", *TINY_RUN, "--generations", "2", "--checkpoint-every", "1", "--out", str(split)]) == 0
     assert main(["train", "--resume", str(split), "--generations", "3", "--no-progress"]) == 0
     assert rows(split) == rows(whole) and len(rows(whole)) == 4  # header + 3 generations
+    # settings that change the state's layout are refused before any checkpoint is touched
+    kept = sorted(p.name for p in (split / "checkpoints").iterdir())
+    capsys.readouterr()
+    assert main(["train", "--resume", str(split), "--generations", "4", "--no-progress", "--set",
+                 "network.actor_hidden=8,8"]) == 2
+    assert "network.actor_hidden = [8, 8] (recorded [16, 16])" in capsys.readouterr().err
+    assert sorted(p.name for p in (split / "checkpoints").iterdir()) == kept
+    assert not (split / "checkpoints_damaged").exists()
+    assert json.loads((split / "config.json").read_text())["network"]["actor_hidden"] == [16, 16]
     config = json.loads((split / "config.json").read_text())
     assert config["preset"] == "td3-2018" and config["network"]["actor_hidden"] == [16, 16]
     assert main(["evaluate", str(split), "--episodes", "2", "--json", str(tmp_path / "e.json")]) == 0
@@ -373,11 +382,16 @@ def test_a_comparison_recorded_before_presets_resumes_on_the_official_preset(tmp
     old = {"task": "hopper", "methods": ["pderl", "td3"], "seeds": [0], "frames": 1000, "overrides": {},
            "environment": {"name": "hopper", "backend": "gymnasium", "episode_length": 1000}}
     (tmp_path / "config.json").write_text(json.dumps(old))
-    record = read_comparison(tmp_path)
-    assert method_config("hopper", "td3", 1000, record["overrides"]).preset == "official"  # as it ran
-    new = {**old, "presets": {"pderl": "official", "td3": "td3-2018"}}
+    assert read_comparison(tmp_path)["presets"] == {"pderl": "official", "td3": "official"}  # as they ran
+    # where a method's runs recorded their preset, that one
+    (tmp_path / "td3" / "run_000").mkdir(parents=True)
+    (tmp_path / "td3" / "run_000" / "config.json").write_text(json.dumps({"mode": "td3", "preset": "td3-2018"}))
+    assert read_comparison(tmp_path)["presets"] == {"pderl": "official", "td3": "td3-2018"}
+    new = {**old, "presets": {"pderl": "ourddpg-2018", "td3": "official"}}
     (tmp_path / "config.json").write_text(json.dumps(new))
-    assert method_config("hopper", "td3", 1000, read_comparison(tmp_path)["overrides"]).preset == "td3-2018"
+    presets = read_comparison(tmp_path)["presets"]
+    assert [method_config("hopper", m, 1000, {}, presets[m]).preset for m in ("pderl", "td3")] == ["ourddpg-2018",
+                                                                                                   "official"]
     stats = {"mean": 1.0, "std": 0.0, "median": 1.0, "wall_s": 1.0}
     table = format_table({"methods": {"pderl": {**stats, "preset": "td3-2018"}, "td3": {**stats, "preset": "td3-2018"},
                                       "erl": stats}})

@@ -66,11 +66,14 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def method_config(task: str, method: str, frames: int, overrides: dict) -> Config:
-    """The task's Table 4 config for one method: its preset (official, or td3-2018 for td3, unless
-    `overrides["preset"]` names one) and learner (ddpg beside the population, as the official code)."""
+def method_config(task: str, method: str, frames: int, overrides: dict, preset: str | None = None) -> Config:
+    """The task's Table 4 config for one method: its preset (`preset`, else `overrides["preset"]`, else
+    the method's default: official, or td3-2018 for td3) and learner (ddpg beside the population, as
+    the official code)."""
     overrides = dict(overrides)
     chosen = {name: overrides.pop(name) for name in ("preset", "learner.algorithm") if name in overrides}
+    if preset is not None:
+        chosen["preset"] = preset
     return with_overrides(load_config(task, {"mode": method, "frames": frames, **chosen}), overrides)
 
 
@@ -91,7 +94,8 @@ def device_description() -> str:
 
 
 def run_method(method: str, task: str, env: Environment, seeds: list[int], frames: int, out_dir: Path,
-               overrides: dict, progress: bool, print_fn, resume: bool = False) -> tuple[list[Path], bool]:
+               overrides: dict, progress: bool, print_fn, resume: bool = False,
+               preset: str | None = None) -> tuple[list[Path], bool]:
     """Every seed of one method into `out_dir/run_<i>/`; returns the run folders and whether it was
     stopped (Ctrl-C) before the end. With `resume`, finished runs are kept and stopped ones continue
     from their checkpoints (PPO, which has none, starts again)."""
@@ -102,7 +106,7 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
             if not (resume and (folder / "summary.json").exists()):
                 train_ppo(env, seed, frames, folder, print_fn=print_fn)
         return folders, False
-    config = method_config(task, method, frames, overrides)
+    config = method_config(task, method, frames, overrides, preset)
     options = RunOptions(progress=progress)
     if getattr(env, "batched", False):  # native MuJoCo: host callbacks cannot be vmapped
         for seed, folder in zip(seeds, folders):
@@ -140,11 +144,12 @@ def final_tests(folders: list[Path]) -> list[float]:
 
 def compare(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int, out_dir: Path,
             overrides: dict | None = None, force: bool = False, progress: bool = True, print_fn=print,
-            resume: bool = False) -> dict:
+            resume: bool = False, presets: dict[str, str] | None = None) -> dict:
     """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`.
 
     Ctrl-C stops the method running (checkpointed) and returns {"interrupted": True}; `resume`
-    continues a comparison recorded in `out_dir/config.json` (`read_comparison`) where it stopped.
+    continues a comparison recorded in `out_dir/config.json` (`read_comparison`) where it stopped,
+    each method on its recorded learner preset (`presets`).
     """
     overrides = dict(overrides or {})
     if "ppo" in methods and getattr(env, "batched", False):
@@ -152,8 +157,9 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
                           "--backend mjx or brax")
     if frames <= 0:
         raise ConfigError(f"--frames must be positive, got {frames}")
-    presets = {method: method_config(task, method, frames, overrides).preset  # every setting checked first
-               for method in methods if method != "ppo"}
+    recorded = presets or {}
+    presets = {method: method_config(task, method, frames, overrides, recorded.get(method)).preset
+               for method in methods if method != "ppo"}  # every setting checked before anything runs
     if "ppo" in methods and jax.process_count() > 1:
         raise ConfigError("PPO (brax.training) runs in one process; drop ppo from --methods, or compare it in a "
                           "separate one-process run and join the two with --merge")
@@ -173,7 +179,7 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
         print_fn(f"compare: {method} on {task}, seeds {seeds}, {frames} frames")
         start = time.perf_counter()
         folders, stopped = run_method(method, task, env, seeds, frames, out_dir / method, overrides, progress,
-                                      print_fn, resume)
+                                      print_fn, resume, presets.get(method))
         if stopped:
             print_fn(f"compare: stopped during {method}; continue with pderl-jax compare --resume {out_dir}")
             return {"interrupted": True}
@@ -221,9 +227,19 @@ def read_comparison(out_dir: Path) -> dict:
                           "written by pderl-jax compare") from None
     if missing:
         raise ConfigError(f"{path} is not a comparison's config.json (no {', '.join(missing)})")
-    if "presets" not in record:  # written before learner presets (0.7.0): every method ran the official one
-        record["overrides"] = {"preset": "official", **record["overrides"]}
+    if "presets" not in record:  # written before learner presets (0.7.0): what its runs recorded, else official
+        record["presets"] = {method: _recorded_preset(Path(out_dir) / method) for method in record["methods"]
+                             if method != "ppo"}
     return record
+
+
+def _recorded_preset(method_dir: Path) -> str:
+    """The learner preset of a method's first run folder (official where none is recorded)."""
+    path = method_dir / "run_000" / "config.json"
+    try:
+        return json.loads(path.read_text()).get("preset", "official")
+    except (OSError, ValueError):
+        return "official"
 
 
 def write_report(summary: dict, out_dir: Path, print_fn=print) -> dict:

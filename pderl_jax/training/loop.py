@@ -26,7 +26,7 @@ from pderl_jax.training.hostmem import current_rss_mib, peak_rss_mib, release_fr
 from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, metric_rows, read_metrics
 from pderl_jax.training.distributed import (any_process, barrier, check_agreement, is_writer, stop_on_lost_process,
                                             to_host)
-from pderl_jax.training.run_folder import check_out_dir, prepare_out_dir, run_record
+from pderl_jax.training.run_folder import check_out_dir, check_resume_fits, prepare_out_dir, run_record
 from pderl_jax.training.sharding import population_shardings
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     """
     options.validate()
     out_dir = Path(out_dir)
+    if resume:
+        check_resume_fits(out_dir, config, env)
     _prepare_run_folder(out_dir, run_record(config, env, options), env, options, resume, force)
     writer = is_writer()
     print_fn(format_memory_estimate(memory_estimate(config, env.obs_dim, env.action_dim)))

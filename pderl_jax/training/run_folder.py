@@ -110,6 +110,40 @@ def read_run_config(run_dir: Path) -> tuple[Config, dict, dict]:
     return config, environment, run
 
 
+def check_resume_fits(run_dir: Path, config: Config, env: Environment) -> None:
+    """Refuse, before any checkpoint is read or moved, settings whose training state has another layout
+    than the one the run in `run_dir` recorded (other networks, sizes or mode): its checkpoints would
+    not restore into it. The message names the settings that differ."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return  # nothing recorded: the checkpoints are looked for and judged as they are
+    recorded, _, _ = read_run_config(run_dir)
+
+    def layout(c: Config):
+        state = jax.eval_shape(Trainer(c, env).init, jax.random.key(0))
+        return jax.tree.structure(state), [(x.shape, x.dtype) for x in jax.tree.leaves(state)]
+
+    if layout(recorded) == layout(config):
+        return
+    was, now = _flat(to_dict(recorded)), _flat(to_dict(config))
+    changed = [f"{name} = {now.get(name)!r} (recorded {was.get(name)!r})" for name in sorted(set(was) | set(now))
+               if was.get(name) != now.get(name) and name not in ("frames", "seed")]
+    raise ConfigError(
+        f"{path}: the settings given would give the run's training state another layout than its checkpoints "
+        f"hold ({'; '.join(changed) or 'the environment differs'}); a run resumes with the settings it started "
+        "with: drop the changed settings, or start a new run in another folder")
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for name, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
 @dataclass
 class SavedRun:
     """A run folder's settings, environment and newest intact checkpoint."""
