@@ -111,8 +111,10 @@ def interquartile_mean(values: np.ndarray) -> tuple[float, list[float] | None]:
     iqm = float(metrics.aggregate_iqm(scores))
     if scores.shape[0] < 2:
         return iqm, None
-    _, intervals = rly.get_interval_estimates({"m": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]),
-                                              reps=BOOTSTRAP_RESAMPLES, random_state=np.random.RandomState(0))
+    with warnings.catch_warnings():  # arch's notice that it will take a Generator one day
+        warnings.simplefilter("ignore", FutureWarning)
+        _, intervals = rly.get_interval_estimates({"m": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                                  reps=BOOTSTRAP_RESAMPLES, random_state=np.random.RandomState(0))
     return iqm, [float(intervals["m"][0, 0]), float(intervals["m"][1, 0])]
 
 
