@@ -1,7 +1,7 @@
 """From the official PDERL DDPG settings to TD3 as its authors ran it, one group of settings at a time.
 
 usage: python benchmarks/td3_ablation.py [--runs ~/runs/td3-ablation] [--frames 100000] [--seed 0]
-                                         [--out benchmarks/results/td3_ablation]
+                                         [--out benchmarks/results/td3_ablation] [--report-only]
 
 `--mode td3` on native HalfCheetah-v5 with preset `official` (TD3's update on the PDERL code's
 DDPG settings), then cumulatively: the update rates (learning rates, tau, batch size), the warm-up
@@ -98,13 +98,19 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "td3_ablation")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the steps already in RUNS (as far as each got)")
     args = parser.parse_args(argv)
     points = list(range(20_000, args.frames + 1, 20_000))
     report = {"task": "HalfCheetah-v5", "backend": "native", "mode": "td3", "seed": args.seed, "frames": args.frames,
               "steps": []}
     for name, values in steps():
         folder = args.runs / name.split()[0]
-        run_step(folder, values, args.frames, args.seed)
+        if args.report_only:
+            if not (folder / "metrics.csv").exists():
+                continue
+        else:
+            run_step(folder, values, args.frames, args.seed)
         frames, returns = read_curve(folder)
         at = {p: float(returns[frames <= p][-1]) for p in points if (frames <= p).any()}
         report["steps"].append({"step": name, "settings": {k: _as_flag(v) for k, v in values.items()},
