@@ -139,20 +139,20 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     """
     options.validate()
     out_dir = Path(out_dir)
+    trainer = Trainer(config, env)
+    start = time.perf_counter()
+    like = jax.eval_shape(trainer.init, jax.random.key(0))
     if resume:
-        check_resume_fits(out_dir, config, env)
+        check_resume_fits(out_dir, config, like, env)
     _prepare_run_folder(out_dir, run_record(config, env, options), env, options, resume, force)
     writer = is_writer()
     print_fn(format_memory_estimate(memory_estimate(config, env.obs_dim, env.action_dim)))
 
-    trainer = Trainer(config, env)
     checkpointer = Checkpointer(out_dir, options.checkpoint)
 
     def chunk(state):
         return lax.scan(lambda s, _: trainer.generation(s), state, None, length=options.generations_per_call)
 
-    start = time.perf_counter()
-    like = jax.eval_shape(trainer.init, jax.random.key(0))
     shardings, placement = population_shardings(like, config.evolution.pop_size) if not getattr(
         env, "batched", False) else (None, "on 1 device (the physics steps on the host)")
     # One program, not hundreds of eager ops; each device builds only its share of the population.

@@ -110,20 +110,20 @@ def read_run_config(run_dir: Path) -> tuple[Config, dict, dict]:
     return config, environment, run
 
 
-def check_resume_fits(run_dir: Path, config: Config, env: Environment) -> None:
-    """Refuse, before any checkpoint is read or moved, settings whose training state has another layout
-    than the one the run in `run_dir` recorded (other networks, sizes or mode): its checkpoints would
-    not restore into it. The message names the settings that differ."""
+def check_resume_fits(run_dir: Path, config: Config, like: TrainState, env: Environment) -> None:
+    """Refuse, before any checkpoint is read or moved, settings (`config`, whose training state has the
+    shapes `like`) that give the state another layout than the run in `run_dir` recorded (other
+    networks, sizes or mode): its checkpoints would not restore into it. The message names the
+    settings that differ."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
         return  # nothing recorded: the checkpoints are looked for and judged as they are
     recorded, _, _ = read_run_config(run_dir)
 
-    def layout(c: Config):
-        state = jax.eval_shape(Trainer(c, env).init, jax.random.key(0))
+    def layout(state: TrainState):
         return jax.tree.structure(state), [(x.shape, x.dtype) for x in jax.tree.leaves(state)]
 
-    if layout(recorded) == layout(config):
+    if layout(jax.eval_shape(Trainer(recorded, env).init, jax.random.key(0))) == layout(like):
         return
     was, now = _flat(to_dict(recorded)), _flat(to_dict(config))
     changed = [f"{name} = {now.get(name)!r} (recorded {was.get(name)!r})" for name in sorted(set(was) | set(now))
