@@ -36,18 +36,12 @@ from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curv
 from pderl_jax.config import EVOLUTIONARY_MODES
 from pderl_jax.experiments.compare import METHODS, finished_run
 from pderl_jax.experiments.paper import TABLE2, TABLE2_OUTCOMES
-from pderl_jax.presets import default_preset
+from pderl_jax.presets import recorded_preset, with_preset
 from pderl_jax.training.metrics import RATE_COLUMNS
 
 HERE = Path(__file__).parent
 PUBLISHED = HERE / "published_curves.json"
 MARKERS = {"td3-paper": "o", "tianshou-td3": "s", "tianshou-ddpg": "^"}
-
-
-def method_label(method: str, run_folder: Path) -> str:
-    """`method`, or "method @ preset" when the run's learner preset is not the method's default."""
-    preset = json.loads((run_folder / "config.json").read_text()).get("preset", "official")
-    return method if preset == default_preset(method) else f"{method} @ {preset}"
 
 
 def base_method(label: str) -> str:
@@ -72,7 +66,7 @@ def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, str]]
             runs = [r for r in find_runs([comparison / method]) if np.isfinite(r.metrics["frames"]).any()]
             if not runs:
                 continue
-            label = method_label(method, runs[0].path)
+            label = with_preset(method, method, recorded_preset(runs[0].config))
             if label in found.get(task, {}):
                 raise SystemExit(f"{task} {label}: runs in two comparisons under {root}; keep one")
             found.setdefault(task, {})[label] = runs
@@ -224,6 +218,7 @@ def report(root: Path, points: list[int]) -> dict:
             if base_method(method) in EVOLUTIONARY_MODES:  # the learner's own actor inside the method, tested beside the champion
                 rl = values_at(runs, points, "rl_test")
                 entry["methods"][method]["rl_actor_at"] = {str(p): statistics(rl[:, i]) for i, p in enumerate(points)}
+                entry["methods"][method]["learner"] = runs[0].config.get("learner", {}).get("algorithm", "ddpg")
             if method in TABLE2.get(task, {}) and selection_rates(runs):
                 entry["selection"][method] = selection_rates(runs)
             if operator_study(runs):
@@ -243,8 +238,7 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
     for method, result in entry["methods"].items():
         lines.append(f"| ours: {name(method)} | " + " | ".join(cell(result["at"][str(p)]) for p in points) + " |")
         if "rl_actor_at" in result:
-            learner = "TD3" if " @ td3" in method else "DDPG"
-            lines.append(f"| ours: {name(method)}'s {learner} actor | "
+            lines.append(f"| ours: {name(method)}'s {result['learner'].upper()} actor | "
                          + " | ".join(cell(result["rl_actor_at"][str(p)]) for p in points) + " |")
     for source in entry["published"]:
         if not any(str(p) in source["points"] for p in points):

@@ -26,6 +26,7 @@ import numpy as np
 from pderl_jax.cli import main as cli
 from pderl_jax.config import load_config, to_dict
 from pderl_jax.presets import get_preset
+from pderl_jax.training.metrics import METRICS_FILE, read_metric_columns
 
 HERE = Path(__file__).parent
 TASK = "halfcheetah"
@@ -86,10 +87,8 @@ def run_step(folder: Path, values: dict, frames: int, seed: int) -> None:
 
 
 def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    lines = (folder / "metrics.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
-    return rows[:, header.index("frames")], rows[:, header.index("champion_test")]
+    columns = read_metric_columns(folder / METRICS_FILE)
+    return columns["frames"], columns["champion_test"]
 
 
 def main(argv=None) -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -137,16 +135,6 @@ def time_torch(generations: int, seed: int = 0, threads: int | None = None) -> d
             "frames_per_s": frames / wall, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generations", type=int, default=15, help="timed rows (1,000 frames each) per learner")
@@ -156,12 +144,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import jax
 
+    from pderl_jax.experiments.compare import device_description
+
     ours = time_ours(args.generations)
     tried = [time_torch(args.generations, threads=int(n)) for n in args.torch_threads.split(",")]
     torch_figures = max(tried, key=lambda figures: figures["frames_per_s"])
     result = {
         "task": GYM_ID, "backend": "native", "preset": "td3-2018", "timed_generations": args.generations,
-        "device": f"CPU {cpu_name()} ({os.cpu_count()} cores)", "jax": jax.__version__,
+        "device": device_description(), "jax": jax.__version__,
         "pderl_jax": ours, "pytorch": torch_figures, "pytorch_tried": tried,
         "speedup": ours["frames_per_s"] / torch_figures["frames_per_s"],
     }

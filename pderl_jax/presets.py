@@ -151,9 +151,20 @@ def default_preset(mode: str) -> str:
     return "td3-2018" if mode == "td3" else "official"
 
 
+def recorded_preset(record: dict) -> str:
+    """The preset a run's config.json (or a config dict) names; records written before presets: official."""
+    return record.get("preset", OFFICIAL.name)
+
+
+def with_preset(name: str, method: str, preset: str) -> str:
+    """`name` of a `method` run, with " @ preset" when the preset is not the method's default."""
+    return name if preset == default_preset(method) else f"{name} @ {preset}"
+
+
 def describe_presets() -> str:
     """One line per preset, for --help."""
     return "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
 
 
-__all__ = ["OFFICIAL", "PRESETS", "Preset", "default_preset", "describe_presets", "get_preset"]
+__all__ = ["OFFICIAL", "PRESETS", "Preset", "default_preset", "describe_presets", "get_preset", "recorded_preset",
+           "with_preset"]

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pderl_jax.config import EVOLUTIONARY_MODES, ConfigError
-from pderl_jax.presets import default_preset
+from pderl_jax.presets import recorded_preset, with_preset
 from pderl_jax.training.metrics import METRICS_FILE, POPULATION_COLUMNS, RATE_COLUMNS, read_metric_columns
 
 # What curves.json holds, per x axis.
@@ -156,7 +156,7 @@ def _group_parts(record: RunRecord) -> dict:
     environment = config.get("environment") if isinstance(config.get("environment"), dict) else {}
     sweep = config.get("sweep") if isinstance(config.get("sweep"), dict) else {}
     return {"task": record.task, "backend": backend_label(environment), "mode": record.mode,
-            "learner": learner, "preset": config.get("preset", "official"), "sweep": sweep}
+            "learner": learner, "preset": recorded_preset(config), "sweep": sweep}
 
 
 def _assign_labels(records: list[RunRecord]) -> None:
@@ -174,8 +174,7 @@ def _assign_labels(records: list[RunRecord]) -> None:
         words.append(p["mode"])
         if learners and p["mode"] in EVOLUTIONARY_MODES:
             words.append(f"({p['learner']} learner)")
-        if p["preset"] != default_preset(p["mode"]):
-            words.append(f"@ {p['preset']}")
+        words[-1] = with_preset(words[-1], p["mode"], p["preset"])
         if p["sweep"]:
             words.append(_sweep_label(p["sweep"]))
         record.label = " ".join(words)

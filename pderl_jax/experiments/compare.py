@@ -25,7 +25,7 @@ from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curv
 from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config,
                               with_overrides)
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.presets import default_preset
+from pderl_jax.presets import default_preset, recorded_preset, with_preset
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.training.checkpoint import has_checkpoints
@@ -237,9 +237,9 @@ def _recorded_preset(method_dir: Path) -> str:
     """The learner preset of a method's first run folder (official where none is recorded)."""
     path = method_dir / "run_000" / "config.json"
     try:
-        return json.loads(path.read_text()).get("preset", "official")
+        return recorded_preset(json.loads(path.read_text()))
     except (OSError, ValueError):
-        return "official"
+        return recorded_preset({})
 
 
 def write_report(summary: dict, out_dir: Path, print_fn=print) -> dict:
@@ -290,8 +290,7 @@ def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=
 
 def method_name(method: str, result: dict) -> str:
     """"PDERL", or "PDERL @ td3-2018" for a method on a learner preset other than its default."""
-    preset = result.get("preset", default_preset(method))
-    return method.upper() + ("" if preset == default_preset(method) else f" @ {preset}")
+    return with_preset(method.upper(), method, result.get("preset", default_preset(method)))
 
 
 def format_table(summary: dict) -> str:
@@ -344,7 +343,7 @@ def plot_figure4(out_dir: Path, methods: list[str], path: Path, title: str = "")
         with warnings.catch_warnings():  # grid points no run has reached yet are NaN, not an error
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-        preset = runs[0].config.get("preset", "official") if method != "ppo" else default_preset(method)
+        preset = recorded_preset(runs[0].config) if method != "ppo" else default_preset(method)
         line, = axes.plot(grid, mean, label=method_name(method, {"preset": preset}))
         axes.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     axes.set_xlabel("frames")
