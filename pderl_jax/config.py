@@ -21,7 +21,7 @@ from flax import struct
 from pderl_jax.presets import PRESETS, default_preset, get_preset
 
 ACTIVATION_NAMES = ("tanh", "relu", "elu")
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: a wheel install carries them
 TASKS = ("swimmer", "halfcheetah", "hopper", "walker2d", "ant")
 EVOLUTIONARY_MODES = {
     # mode: (crossover, mutation)
@@ -209,7 +209,11 @@ def load_config(task: str, overrides: dict[str, Any] | None = None) -> Config:
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    with open(CONFIG_DIR / f"{task}.toml", "rb") as f:
+    path = CONFIG_DIR / f"{task}.toml"
+    if not path.exists():
+        raise ConfigError(f"{path} is missing: the package is installed without its configs; reinstall it "
+                          "(pip install --force-reinstall pderl-jax, or pip install -e . in a checkout)")
+    with open(path, "rb") as f:
         raw = tomllib.load(f)
     overrides = dict(overrides or {})
     mode = overrides.get("mode", raw.get("mode", Config.mode))
