@@ -149,3 +149,31 @@ def test_bad_groups_are_refused_with_a_message(tmp_path, capsys):
         start([*SWEEP, "--out", str(tmp_path / "a"), "--frames", "400"], port=port, ids=[1])
     for code, _, err in finish(group, timeout=120):
         assert code == 2 and "different sweep settings: process(es) [1] differ" in err, err[-2000:]
+
+
+# MJX is the sweeps' default backend; each process must build the task's model and data on its own device.
+MJX = ["--env", "hopper", "--backend", "mjx", "--episode-length", "20"]
+MJX_SWEEP = ["sweep", *MJX, "--seeds", "0..1", "--frames", "100", "--set", *SMALL]
+
+
+def test_an_mjx_sweep_split_over_two_processes_writes_the_csvs_of_one_process(tmp_path):
+    results = run([*MJX_SWEEP, "--out", str(tmp_path / "two"), "--no-progress"])
+    assert "sharded over 2 cpu devices in 2 processes" in results[0][1], results[0][1]
+    assert main([*MJX_SWEEP, "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    for i in range(2):
+        assert_same_csv(tmp_path / "two" / f"run_{i:03d}" / "metrics.csv",
+                        tmp_path / "one" / f"run_{i:03d}" / "metrics.csv", f"MJX run {i}")
+
+
+@pytest.mark.slow  # ~4 min on 2 cores: two more MJX programs
+def test_mjx_train_and_compare_over_two_processes_write_the_csvs_of_one_process(tmp_path):
+    train = ["train", *MJX, "--frames", "100", "--seed", "2", "--set", *SMALL]
+    run([*train, "--out", str(tmp_path / "two"), "--no-progress"])
+    assert main([*train, "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    assert_same_csv(tmp_path / "two" / "metrics.csv", tmp_path / "one" / "metrics.csv", "MJX train")
+    compare = ["compare", *MJX, "--methods", "pderl", "--seeds", "2", "--frames", "100", "--set", *SMALL]
+    run([*compare, "--out", str(tmp_path / "c2")])
+    assert main([*compare, "--out", str(tmp_path / "c1")]) == 0
+    for i in range(2):
+        assert_same_csv(tmp_path / "c2" / "pderl" / f"run_{i:03d}" / "metrics.csv",
+                        tmp_path / "c1" / "pderl" / f"run_{i:03d}" / "metrics.csv", f"MJX compare run {i}")

@@ -299,7 +299,9 @@ class MjxEnvironment:
         if ls_iterations is not None:
             model.opt.ls_iterations = ls_iterations
         self._physics = _Physics(model, contact_frames)
-        self._data0 = mjx.make_data(self._physics.model)
+        # On this process's own device, as the model: the default device is process 0's, which the other
+        # processes of a multi-process run cannot reach.
+        self._data0 = mjx.make_data(self._physics.model, device=jax.local_devices()[0])
         self.dt = float(model.opt.timestep) * spec.frame_skip
         self._init_qpos = jnp.asarray(model.qpos0, jnp.float32)
         self._init_qvel = jnp.zeros((model.nv,), jnp.float32)
