@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from pderl_jax.config import MODES, TASKS, ConfigError, TrainingDiverged, load_config, with_overrides
+from pderl_jax.config import (MODES, SEEDS_HELP, TASKS, ConfigError, TrainingDiverged, load_config, parse_seeds,
+                              with_overrides)
 from pderl_jax.presets import PRESETS, describe_presets
 from pderl_jax.envs import BACKEND_NAMES
 from pderl_jax.envs.brax_env import BACKENDS
@@ -75,7 +76,7 @@ def run_sweep(args, overrides: dict) -> int:
     """`pderl-jax sweep`: seeds x grid values in one compiled program, or `--resume DIR` of a stopped one."""
     from pderl_jax.envs import resolve_task
     from pderl_jax.training.run_folder import environment_from_record
-    from pderl_jax.training.sweep import SWEEP_FILE, expand_runs, parse_grid, parse_seeds, read_sweep, train_sweep
+    from pderl_jax.training.sweep import SWEEP_FILE, expand_runs, parse_grid, read_sweep, train_sweep
 
     if args.resume is not None:
         refuse_given_on_resume(args, "sweep.json", [("--seeds", args.seeds), ("--grid", args.grid or None),
@@ -91,7 +92,7 @@ def run_sweep(args, overrides: dict) -> int:
         if args.frames is not None:
             overrides["frames"] = args.frames
         base = load_config(resolve_task(name), overrides)
-        seeds, grid = parse_seeds(args.seeds or "0..3"), parse_grid(args.grid)
+        seeds, grid = parse_seeds(args.seeds or "4"), parse_grid(args.grid)
         runs = expand_runs(base, seeds, grid)
         options = run_options(args, {})
         options.validate()  # before the environment is built
@@ -245,7 +246,7 @@ def run_plot(args) -> int:
 
 def run_compare(args, overrides: dict) -> int:
     """`pderl-jax compare`: methods x seeds on one task; Table 1 and Figure 4 of the paper."""
-    from pderl_jax.experiments.compare import compare, merge, parse_methods, parse_seed_count, read_comparison
+    from pderl_jax.experiments.compare import compare, merge, parse_methods, read_comparison
     from pderl_jax.envs import resolve_task
     from pderl_jax.training.run_folder import environment_from_record
 
@@ -265,7 +266,7 @@ def run_compare(args, overrides: dict) -> int:
         else:
             methods = parse_methods(args.methods or "pderl,perl,derl,erl,td3,ppo")
             overrides, presets = {**learner_choice(args), **overrides}, None
-            seeds = parse_seed_count(args.seeds or "5")
+            seeds = parse_seeds(args.seeds or "5")
             name = args.env or "halfcheetah"
             task = resolve_task(name)
             frames = args.frames if args.frames is not None else load_config(task).frames
@@ -458,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_algorithm_flags(sweep, None, "algorithm (default pderl)", "off-policy learner (default ddpg)")
     add_environment_flags(sweep, "mjx (default) or brax: a JAX backend, vmapped with the runs",
                           "brax physics (default auto)", "time limit per episode (default 1000)")
-    sweep.add_argument("--seeds", default=None, help="seeds: a range 0..7 or a list 0,3,9 (default 0..3)")
+    sweep.add_argument("--seeds", default=None, help=f"{SEEDS_HELP} (default 4: seeds 0..3)")
     sweep.add_argument("--grid", nargs="*", default=[], metavar="SECTION.FIELD=V1,V2",
                        help="float settings to vary, e.g. learner.actor_lr=1e-4,5e-5 evolution.mutation_sigma=0.05,0.1; "
                             "every combination runs with every seed")
@@ -508,8 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a task name or a Gymnasium id (default halfcheetah)")
     comparison.add_argument("--methods", default=None,
                             help="comma-separated: pderl, perl, derl, erl, td3, ddpg, ppo (default: the paper's six)")
-    comparison.add_argument("--seeds", default=None, help="a count (5: seeds 0..4; the default), a range 0..4 or a "
-                            "list 0,3,9")
+    comparison.add_argument("--seeds", default=None, help=f"{SEEDS_HELP} (default 5: seeds 0..4)")
     comparison.add_argument("--frames", type=int, default=None, help="frames per run (default: the task's budget)")
     add_environment_flags(comparison, "mjx (default; seeds vmapped), brax (seeds vmapped) or native (seeds one "
                           "after another; no PPO)", "brax physics; implies --backend brax",

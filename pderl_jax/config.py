@@ -200,6 +200,31 @@ CHOICES = {
 }
 
 
+SEEDS_HELP = "a count (3: seeds 0, 1, 2), a range (5..7: seeds 5, 6, 7) or a list (0,4,9; one seed alone: 4,)"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds`, the same in every command: a count N (seeds 0..N-1), a range A..B (inclusive) or a
+    list A,B,C."""
+    text = text.strip()
+    try:
+        if ".." in text:
+            first, last = (int(x) for x in text.split(".."))
+            seeds = list(range(first, last + 1))
+        elif "," in text:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+        else:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            seeds = list(range(count))
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: use {SEEDS_HELP}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} must name at least one seed, each once; use {SEEDS_HELP}")
+    return seeds
+
+
 def load_config(task: str, overrides: dict[str, Any] | None = None) -> Config:
     """The defaults, the learner preset, the task's config file, then `overrides` ("section.field": value).
 

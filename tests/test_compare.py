@@ -10,7 +10,7 @@ from toy_envs import CounterEnv
 
 from pderl_jax.experiments.ppo import BRAX_NOTEBOOK_SETTINGS, MIN_ITERATIONS, scaled_settings
 from pderl_jax.cli import main
-from pderl_jax.experiments.compare import compare, final_statistics, merge, parse_methods, parse_seed_count
+from pderl_jax.experiments.compare import compare, final_statistics, merge, parse_methods
 from pderl_jax.config import ConfigError
 
 SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,
@@ -48,16 +48,12 @@ def test_paper_numbers_stand_beside_ours():
     assert lines[3] == "| DDPG | 5 | 1 | 5 | - | - | - | - |"
 
 
-def test_method_and_seed_parsing():
+def test_method_parsing():
     assert parse_methods("pderl, TD3,ppo") == ["pderl", "td3", "ppo"]
     with pytest.raises(ConfigError, match="unknown sac"):
         parse_methods("pderl,sac")
     with pytest.raises(ConfigError, match="twice"):
         parse_methods("erl,erl")
-    assert parse_seed_count("5") == [0, 1, 2, 3, 4] and parse_seed_count("2..4") == [2, 3, 4]
-    assert parse_seed_count("7,1") == [7, 1]
-    with pytest.raises(ConfigError, match="--seeds"):
-        parse_seed_count("0")
 
 
 def read_rows(path):

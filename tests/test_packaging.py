@@ -1,5 +1,6 @@
 """The package as a wheel installs it: every module and every task config, away from the source tree."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,9 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def unpacked_wheel(tmp_path_factory) -> Path:
-    """The wheel `pip wheel .` builds, unpacked as an installer would lay it out in site-packages."""
+    """The wheel `pip wheel .` builds, unpacked as an installer would lay it out in site-packages. It is
+    built from a copy of the checkout's tracked layout, so no earlier build folder can leak into it."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    source = out / "source"
+    shutil.copytree(ROOT / "pderl_jax", source / "pderl_jax", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "--quiet", "-w", str(out / "dist")], check=True, cwd=out)
     wheels = list((out / "dist").glob("pderl_jax-*.whl"))
     assert len(wheels) == 1, wheels

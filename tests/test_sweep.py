@@ -14,11 +14,11 @@ import pytest
 from toy_envs import CounterEnv
 
 from pderl_jax.cli import main
-from pderl_jax.config import ConfigError, load_config
+from pderl_jax.config import ConfigError, load_config, parse_seeds
 from pderl_jax.training.checkpoint import Checkpointer
 from pderl_jax.training.generation import Trainer
 from pderl_jax.training.loop import RunOptions, train
-from pderl_jax.training.sweep import (expand_runs, parse_grid, parse_seeds, read_sweep, sweepable_fields,
+from pderl_jax.training.sweep import (expand_runs, parse_grid, read_sweep, sweepable_fields,
                                       train_sweep)
 
 SMALL = {"evolution.pop_size": 4, "evolution.elite_fraction": 0.25, "evolution.num_evals": 2,
@@ -44,9 +44,11 @@ def assert_same_rows(a, b, msg):
 
 
 def test_seed_and_grid_parsing():
-    assert parse_seeds("0..3") == [0, 1, 2, 3] and parse_seeds("5,2") == [5, 2] and parse_seeds("7") == [7]
-    for bad in ("a..b", "1,1", ""):
-        with pytest.raises(ConfigError, match="--seeds"):
+    # One meaning in every command: a count, a range or a list (one seed alone: "4,").
+    assert parse_seeds("0..3") == [0, 1, 2, 3] and parse_seeds("5,2") == [5, 2] and parse_seeds("4,") == [4]
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds(" 1 ") == [0] and parse_seeds("6..6") == [6]
+    for bad in ("a..b", "1,1", "", "0", "-2", "5..3", "2.5"):
+        with pytest.raises(ConfigError, match=r"--seeds .*a count \(3: seeds 0, 1, 2\), a range .* or a list"):
             parse_seeds(bad)
     assert parse_grid(["learner.actor_lr=1e-4,5e-5"]) == {"learner.actor_lr": [1e-4, 5e-5]}
     with pytest.raises(ConfigError, match="only float settings can vary.*learner.actor_lr"):

@@ -33,7 +33,7 @@ from pderl_jax.training.loop import RunOptions, train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
 from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, environment_record, prepare_out_dir
 from pderl_jax.training.distributed import barrier, check_agreement, is_writer
-from pderl_jax.training.sweep import expand_runs, parse_seeds, train_sweep
+from pderl_jax.training.sweep import expand_runs, train_sweep
 
 METHODS = (*EVOLUTIONARY_MODES, *LEARNER_MODES, "ppo")
 COMPARE_FILES = ("config.json", "table.md", "table.csv", "figure4.png", "summary.json", *METHODS)
@@ -44,16 +44,6 @@ def final_statistics(values) -> dict:
     values = np.asarray(values, dtype=np.float64)
     return {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values)),
             "n": int(values.size)}
-
-
-def parse_seed_count(text: str) -> list[int]:
-    """`--seeds 5` is seeds 0..4; a range (`3..7`) or a list (`0,4,9`) names them."""
-    if text.strip().isdigit():
-        count = int(text)
-        if count < 1:
-            raise ConfigError("--seeds must be a positive count, a range 0..4 or a list 0,3,9")
-        return list(range(count))
-    return parse_seeds(text)
 
 
 def parse_methods(text: str) -> list[str]:

@@ -59,21 +59,6 @@ def sweepable_fields() -> list[str]:
     return names
 
 
-def parse_seeds(text: str) -> list[int]:
-    """ "0..7" (inclusive range), "0,3,9" or "5"."""
-    try:
-        if ".." in text:
-            first, last = (int(x) for x in text.split(".."))
-            seeds = list(range(first, last + 1))
-        else:
-            seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: use a range like 0..7 or a list like 0,3,9") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r} must name at least one seed, each once")
-    return seeds
-
-
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
     """["learner.actor_lr=1e-4,5e-5", ...] -> {"learner.actor_lr": [1e-4, 5e-5], ...}."""
     allowed = sweepable_fields()
