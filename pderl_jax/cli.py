@@ -120,7 +120,7 @@ def refuse_given_on_resume(args, record_file: str, more: list[tuple[str, object]
 def run_options(args, recorded: dict):
     """The `RunOptions` of the flags; on resume, what a flag leaves unset comes from the recorded run."""
     from pderl_jax.training.checkpoint import CheckpointOptions
-    from pderl_jax.training.loop import RunOptions
+    from pderl_jax.training.driver import RunOptions
 
     def pick(value, name, default):
         return value if value is not None else recorded.get(name, default)
@@ -225,7 +225,7 @@ def run_render(args, overrides: dict) -> int:
     name = {"champion": "champion", "rl": "RL actor"}[args.actor]
     if name not in actors:
         name = next(iter(actors))
-    suffix = "html" if getattr(trainer.env, "backend", None) == "brax" else "gif"
+    suffix = "html" if trainer.env.backend == "brax" else "gif"
     out = args.out or (args.run or Path(".")) / f"episode.{suffix}"
     info = render_episode(trainer.env, trainer.apply_actor, actors[name], out, seed=args.seed,
                           max_steps=args.max_steps)
@@ -285,6 +285,7 @@ def run_compare(args, overrides: dict) -> int:
 def run_train(args, overrides: dict) -> int:
     """`pderl-jax train`: a new run, or `--resume DIR` of an interrupted one."""
     from pderl_jax.envs import resolve_task
+    from pderl_jax.analysis import run_hooks
     from pderl_jax.training.loop import train
     from pderl_jax.training.run_folder import environment_from_record, read_run_config
 
@@ -315,7 +316,7 @@ def run_train(args, overrides: dict) -> int:
     verb = "resuming" if args.resume is not None else "train:"
     print(f"pderl-jax {verb} {config.mode} with {config.learner.algorithm} (preset {config.preset}) on {env.description}, "
           f"{config.frames} frames, seed {config.seed} -> {out}\n  {backend}")
-    summary = train(config, env, out, options, resume=args.resume is not None, force=args.force)
+    summary = train(config, env, out, options, hooks=run_hooks(), resume=args.resume is not None, force=args.force)
     return 130 if summary["interrupted"] else 0
 
 

@@ -20,7 +20,9 @@ from toy_envs import CounterEnv
 from pderl_jax.config import ConfigError, TrainingDiverged, load_config
 from pderl_jax.training import Trainer
 from pderl_jax.training.checkpoint import FORMAT, CheckpointFormatError, CheckpointOptions, Checkpointer
-from pderl_jax.training.loop import RunOptions, nonfinite_quantities, train
+from pderl_jax.analysis import run_hooks
+from pderl_jax.training.driver import RunOptions, nonfinite_quantities, run_health
+from pderl_jax.training.loop import train
 from pderl_jax.training.metrics import CSV_COLUMNS
 from pderl_jax.training.run_folder import claim_out_dir, run_record
 
@@ -173,10 +175,12 @@ def test_two_generations_then_resume_equals_four_in_a_row(tmp_path, reference_ru
 def test_the_operator_study_during_a_run_leaves_the_training_untouched(tmp_path, reference_run):
     seed, reference = reference_run
     train(small_config(seed), CounterEnv(), tmp_path, RunOptions(progress=False, max_generations=4, analyze_every=3,
-                                                                  analyze_draws=2), **QUIET)
+                                                                  analyze_draws=2), hooks=run_hooks(), **QUIET)
     assert sorted(p.name for p in (tmp_path / "analysis").iterdir()) == ["gen_00003"]  # every 3rd generation
     # Exact: the same generation program from the same state; the study draws from its own key.
     assert rows_without_wall(tmp_path / "metrics.csv") == reference
+    with pytest.raises(ConfigError, match="--analyze-every needs an analysis hook"):  # training imports no analysis
+        train(small_config(seed), CounterEnv(), tmp_path / "bare", RunOptions(progress=False, analyze_every=3), **QUIET)
 
 
 def test_resume_drops_rows_written_after_the_last_checkpoint(tmp_path, reference_run):
@@ -198,7 +202,8 @@ CHILD = textwrap.dedent("""
     from pderl_jax.cli import enable_compilation_cache
     from pderl_jax.training import checkpoint
     from pderl_jax.training.checkpoint import CheckpointOptions
-    from pderl_jax.training.loop import RunOptions, train
+    from pderl_jax.training.driver import RunOptions
+    from pderl_jax.training.loop import train
 
     enable_compilation_cache()
     mode, kill_at, delay = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
@@ -277,19 +282,19 @@ def test_nonfinite_quantities_names_each_injected_fault():
     trainer, state = trained_state(5, 3)
     metrics = jax.eval_shape(lambda s: jax.lax.scan(lambda c, _: trainer.generation(c), s, None, length=2)[1], state)
     clean = jax.tree.map(lambda x: np.ones(x.shape, x.dtype), metrics)
-    assert nonfinite_quantities(clean, state, 7) == []
+    assert nonfinite_quantities(clean, run_health(state), 7) == []
     rng = np.random.default_rng()
     for name, label in (("fitness", "fitness"), ("champion_test", "champion test"), ("rl_test", "rl test"),
                         ("critic_loss", "critic loss"), ("actor_loss", "actor loss")):
         values = np.ones(getattr(clean, name).shape, np.float32)
         row = int(rng.integers(2))
         values.reshape(2, -1)[row, 0] = np.inf
-        found = nonfinite_quantities(clean.replace(**{name: values}), state, 7)
+        found = nonfinite_quantities(clean.replace(**{name: values}), run_health(state), 7)
         assert found == [f"generation {7 + row}: {label}"], (name, found)
     nan_loss = np.ones(2, np.float32)
     nan_loss[1] = np.nan  # NaN critic loss after updates started: a fault; NaN actor loss: "no actor step"
-    assert nonfinite_quantities(clean.replace(critic_loss=nan_loss), state, 7) == ["generation 8: critic loss"]
-    assert nonfinite_quantities(clean.replace(actor_loss=nan_loss), state, 7) == []
+    assert nonfinite_quantities(clean.replace(critic_loss=nan_loss), run_health(state), 7) == ["generation 8: critic loss"]
+    assert nonfinite_quantities(clean.replace(actor_loss=nan_loss), run_health(state), 7) == []
     for part, label in (("population", "population parameters"), ("critic", "critic parameters"),
                         ("actor", "RL actor parameters"), ("critic_target", "target network parameters")):
         def poison(tree):
@@ -303,7 +308,7 @@ def test_nonfinite_quantities_names_each_injected_fault():
                 members=poison(evolution.population.members))))
         else:
             broken = state.replace(learner=state.learner.replace(**{part: poison(getattr(state.learner, part))}))
-        assert nonfinite_quantities(clean, broken, 7) == [f"generation {int(state.generation)}: {label}"]
+        assert nonfinite_quantities(clean, run_health(broken), 7) == [f"generation {int(state.generation)}: {label}"]
 
 
 def test_an_output_folder_holding_a_run_is_not_overwritten_without_force(tmp_path):

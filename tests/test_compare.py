@@ -164,7 +164,7 @@ def test_bad_comparisons_are_rejected_before_running(tmp_path, monkeypatch, caps
 def test_a_stopped_comparison_resumes_where_it_stopped(tiny_comparison, tmp_path, monkeypatch, capsys):
     """Ctrl-C after PDERL's first generation: PDERL continues from its checkpoint, TD3 then runs, and every
     CSV and final equals the comparison that never stopped."""
-    from pderl_jax.training.loop import StopAfterChunk
+    from pderl_jax.training.driver import StopAfterChunk
 
     out, whole = tiny_comparison
     asked = []

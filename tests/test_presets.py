@@ -7,6 +7,8 @@ their 2018 code, float64 NumPy forward passes, and metrics recorded before prese
 
 from __future__ import annotations
 
+from pderl_jax.envs.rollout import Environment
+
 import json
 import sys
 import tomllib
@@ -235,7 +237,7 @@ class DriftState:
     t: jax.Array
 
 
-class DriftEnv:
+class DriftEnv(Environment):
     """Never terminates; observations drift with the actions (so the actor's outputs vary)."""
 
     obs_dim, action_dim, episode_length = 3, 4, 25

@@ -9,9 +9,10 @@ from toy_envs import CounterState
 
 from pderl_jax.buffers.ring import Transition
 from pderl_jax.envs import BraxEnvironment, episode_major, rollout
+from pderl_jax.envs.rollout import Environment
 
 
-class CounterEnv:
+class CounterEnv(Environment):
     """Observation (t, lifetime); reward 1 + action[0]; terminates after `lifetime` steps."""
 
     obs_dim, action_dim = 2, 1

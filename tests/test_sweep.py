@@ -14,10 +14,11 @@ import pytest
 from toy_envs import CounterEnv
 
 from pderl_jax.cli import main
-from pderl_jax.config import ConfigError, load_config, parse_seeds
-from pderl_jax.training.checkpoint import Checkpointer
+from pderl_jax.config import ConfigError, TrainingDiverged, load_config, parse_seeds
+from pderl_jax.training.checkpoint import CheckpointOptions, Checkpointer
 from pderl_jax.training.generation import Trainer
-from pderl_jax.training.loop import RunOptions, train
+from pderl_jax.training.driver import RunOptions
+from pderl_jax.training.loop import train
 from pderl_jax.training.sweep import (expand_runs, parse_grid, read_sweep, sweepable_fields,
                                       train_sweep)
 
@@ -114,7 +115,8 @@ SHARDING_SCRIPT = textwrap.dedent("""
     from toy_envs import CounterEnv
     from pderl_jax.cli import enable_compilation_cache
     from pderl_jax.config import load_config
-    from pderl_jax.training.loop import RunOptions, train
+    from pderl_jax.training.driver import RunOptions
+    from pderl_jax.training.loop import train
     from pderl_jax.training.sweep import expand_runs, train_sweep
     enable_compilation_cache()
     base = load_config("hopper", {small!r})
@@ -195,6 +197,27 @@ def test_a_stopped_sweep_resumes_row_for_row(one_device, tmp_path):
         return np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.evolution.population.members)])
     np.testing.assert_allclose(members(swept), members(alone), rtol=1e-3, atol=1e-4)
     assert np.abs(members(other) - members(alone)).max() > 1e-2
+
+
+def test_a_diverging_run_stops_the_sweep_naming_it_and_keeps_what_came_before(tmp_path):
+    """One of two runs gets an absurd critic learning rate: the sweep stops naming that run, its seed and
+    setting, the generation and the quantity; both runs' rows up to then stay, and nothing is
+    checkpointed from the divergence on."""
+    base = load_config("hopper", {**SMALL, "frames": 100_000, "learner.learning_starts": 150})
+    runs = expand_runs(base, [4], {"learner.critic_lr": [1e-3, 1e30]})
+    options = RunOptions(progress=False, max_generations=30, checkpoint=CheckpointOptions(every=1, keep=50))
+    with pytest.raises(TrainingDiverged, match=r"run 1 \(seed 4, learner.critic_lr=1e\+30\): generation \d+: ") as error:
+        train_sweep(base, runs, CounterEnv(), tmp_path, options, print_fn=lambda _: None)
+    message = str(error.value)
+    assert "run 0" not in message and "sweep stopped" in message
+    bad = int(message.split("generation ")[1].split(":")[0])
+    assert bad > 1 and Checkpointer(tmp_path).steps() == list(range(1, bad))
+    assert f"last good checkpoint is generation {bad - 1}" in message
+    healthy, diverged = (read(tmp_path / f"run_{i:03d}" / "metrics.csv") for i in (0, 1))
+    assert len(healthy) == len(diverged) == bad  # the bad generation is logged, never checkpointed
+    assert all(np.isfinite(float(row[c])) for row in healthy for c in ("champion_test", "rl_test", "critic_loss")
+               if row[c] != "nan")
+    assert not (tmp_path / "runs.csv").exists()
 
 
 def test_sweep_resume_refuses_new_settings(tmp_path, capsys):

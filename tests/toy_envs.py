@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from pderl_jax.envs.rollout import Environment
+
 
 @struct.dataclass
 class CounterState:
@@ -12,7 +14,7 @@ class CounterState:
     lifetime: jax.Array
 
 
-class CounterEnv:
+class CounterEnv(Environment):
     """Obs (t/10, lifetime/10, noise); reward 1 + action[0]; terminates after `lifetime` steps."""
 
     obs_dim, action_dim, episode_length = 3, 1, 10

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from pderl_jax.analysis.density import density_grid, fit_kde, kl_divergence
 from pderl_jax.analysis.operators import Behaviour, OperatorStudy, behaviour, study_operators
 from pderl_jax.analysis.report import plot_selection_rates, summarise, write_figures, write_summary
+from pderl_jax.training.driver import RunHooks
+from pderl_jax.training.metrics import METRICS_FILE
 
 DEFAULT_SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -46,5 +48,31 @@ def format_summary(summary: dict) -> str:
     ])
 
 
+def analyze_during_run(trainer, state, out_dir: Path, generation: int, draws: int, print_fn) -> None:
+    """The operator study of a running population, on its own random stream, into
+    `out_dir/analysis/gen_<generation>`."""
+    key = jax.random.fold_in(jax.random.key(trainer.config.seed + 1_000_003), generation)
+    summary = analyze(trainer, key, state.evolution.population, state.learner.critic,
+                      out_dir / "analysis" / f"gen_{generation:05d}", draws=draws,
+                      metrics_csv=out_dir / METRICS_FILE)
+    print_fn(f"generation {generation}: " + format_summary(summary))
+
+
+def plot_learning_curve(out_dir: Path, print_fn) -> None:
+    """`learning_curve.png` of a finished run; a figure never costs the run its results."""
+    from pderl_jax.analysis.curves import plot_single_run
+
+    try:
+        plot_single_run(out_dir)
+    except Exception as error:  # noqa: BLE001
+        print_fn(f"warning: learning_curve.png not drawn ({error})")
+
+
+def run_hooks() -> RunHooks:
+    """What the CLI adds to a run (`train(..., hooks=run_hooks())`): the operator study every
+    `--analyze-every` generations and the learning-curve figure at the end."""
+    return RunHooks(analyze=analyze_during_run, finished=plot_learning_curve)
+
+
 __all__ = ["Behaviour", "OperatorStudy", "analyze", "behaviour", "density_grid", "fit_kde", "format_summary",
-           "kl_divergence", "plot_selection_rates", "study_operators", "summarise", "write_figures"]
+           "kl_divergence", "plot_learning_curve", "plot_selection_rates", "run_hooks", "analyze_during_run", "study_operators", "summarise", "write_figures"]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pderl_jax.config import ConfigError, TASKS
+from pderl_jax.envs.rollout import Environment
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 # Physics pipelines each brax task accepts; "auto" picks the first (the fastest on CPU).
@@ -57,7 +58,7 @@ def _models_on_this_process():
         mjx.put_model = put_model
 
 
-class BraxEnvironment:
+class BraxEnvironment(Environment):
     """A brax task without brax's wrappers: the time limit and masks live in `rollout`.
 
     brax warns at every model load that its pipelines are no longer maintained; the README says

@@ -20,6 +20,7 @@ from flax import struct
 from jax.experimental import io_callback
 
 from pderl_jax.config import ConfigError, TASKS
+from pderl_jax.envs.rollout import Environment
 
 GYMNASIUM_IDS = {
     "swimmer": "Swimmer-v5",
@@ -46,7 +47,7 @@ class HostState:
     obs: jax.Array  # [N, obs_dim]; the simulator state itself lives on the host
 
 
-class GymnasiumEnvironment:
+class GymnasiumEnvironment(Environment):
     """A Gymnasium MuJoCo task stepped on the host, N episodes at a time."""
 
     batched = True

@@ -55,6 +55,7 @@ from flax import struct
 from jax import lax
 
 from pderl_jax.config import ConfigError
+from pderl_jax.envs.rollout import Environment
 from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, resolve_task
 from pderl_jax.envs.quiet import import_mjx
 
@@ -264,7 +265,7 @@ class _Physics:
 # ---------------------------------------------------------------------------------------------- the task
 
 
-class MjxEnvironment:
+class MjxEnvironment(Environment):
     """A Gymnasium v5 MuJoCo task as pure JAX functions of one episode (vmapped by the rollout).
 
     `options` are Gymnasium's keyword arguments of the task (same names and defaults) and

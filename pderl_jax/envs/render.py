@@ -97,7 +97,7 @@ def render_episode(env, apply_actor, params, path, seed: int = 0, max_steps: int
         kind = "brax"
     elif isinstance(env, GymnasiumEnvironment):
         kind = "gymnasium"
-    elif getattr(env, "backend", None) == "mjx":
+    elif env.backend == "mjx":
         kind = "mjx"
     else:
         raise ConfigError(f"cannot render {type(env).__name__}; render_episode takes a brax, mjx or gymnasium "

@@ -15,7 +15,7 @@ transitions). Under `vmap` (sweeps, seeds) the loop runs until the slowest run's
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,19 +30,42 @@ from pderl_jax.buffers.ring import Transition
 Policy = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 
-class Environment(Protocol):
+class Environment:
+    """Everything the package reads of an environment; a new task subclasses it and sets what differs.
+
+    Required: `obs_dim`, `action_dim`, `episode_length` (the time limit) and the two pure functions.
+    The rest has defaults: `batched` (True: a host simulator that steps all N episodes of a rollout
+    in one call), `task` and `backend` (recorded in `config.json`, shown in labels), `physics` (brax's
+    physics pipeline, recorded when set), `options` (task options, recorded when any) and
+    `description` (printed when a run starts)."""
+
     obs_dim: int
     action_dim: int
     episode_length: int
+    batched: bool = False
+    task: str = "custom"
+    backend: str = "custom"
+    physics: str | None = None
+    options: dict | None = None
+    description: str = "a custom environment"
 
-    def reset(self, key: jax.Array) -> Any: ...
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "task" not in cls.__dict__:  # a task without a name of its own is recorded by its class's
+            cls.task = cls.__name__
 
-    def step(self, state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array, jax.Array]: ...
+    def reset(self, key: jax.Array) -> Any:
+        """The initial state of one episode (N episodes with N keys when `batched`); `state.obs` is its observation."""
+        raise NotImplementedError
+
+    def step(self, state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+        """(state, obs, reward, terminated) after `action`."""
+        raise NotImplementedError
 
 
 def batched_functions(env: Environment):
     """`reset(keys[N])` and `step(state, actions[N])` over N episodes at once."""
-    if getattr(env, "batched", False):
+    if env.batched:
         return env.reset, env.step
     return jax.vmap(env.reset), jax.vmap(env.step)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from pderl_jax.analysis import run_hooks
 from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curves
 from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config,
                               with_overrides)
@@ -29,7 +30,8 @@ from pderl_jax.presets import default_preset, recorded_preset, with_preset
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.training.checkpoint import has_checkpoints
-from pderl_jax.training.loop import RunOptions, train
+from pderl_jax.training.driver import RunOptions
+from pderl_jax.training.loop import train
 from pderl_jax.training.metrics import METRICS_FILE, read_metrics
 from pderl_jax.training.run_folder import check_out_dir, claim_out_dir, environment_record, prepare_out_dir
 from pderl_jax.training.distributed import barrier, check_agreement, is_writer
@@ -98,13 +100,13 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
         return folders, False
     config = method_config(task, method, frames, overrides, preset)
     options = RunOptions(progress=progress)
-    if getattr(env, "batched", False):  # native MuJoCo: host callbacks cannot be vmapped
+    if env.batched:  # native MuJoCo: host callbacks cannot be vmapped
         for seed, folder in zip(seeds, folders):
             if resume and finished_run(folder / "summary.json"):
                 continue
             again = resume and has_checkpoints(folder)
-            summary = train(config.replace(seed=seed), env, folder, options, resume=again, force=not again,
-                            print_fn=print_fn)
+            summary = train(config.replace(seed=seed), env, folder, options, hooks=run_hooks(), resume=again,
+                            force=not again, print_fn=print_fn)
             if summary["interrupted"]:
                 return folders, True
         return folders, False
@@ -142,7 +144,7 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
     each method on its recorded learner preset (`presets`).
     """
     overrides = dict(overrides or {})
-    if "ppo" in methods and getattr(env, "batched", False):
+    if "ppo" in methods and env.batched:
         raise ConfigError("PPO comes from brax.training and needs JAX physics; drop ppo from --methods or use "
                           "--backend mjx or brax")
     if frames <= 0:
@@ -203,7 +205,7 @@ def comparison_record(task: str, env: Environment, methods: list[str], seeds: li
                       overrides: dict, presets: dict[str, str]) -> dict:
     """A comparison's `config.json`: what `--resume` needs to continue it, and each method's learner preset."""
     return {"task": task, "methods": methods, "seeds": seeds, "frames": frames, "overrides": overrides,
-            "presets": presets, "environment": {**environment_record(env), "name": getattr(env, "task", task)}}
+            "presets": presets, "environment": {**environment_record(env), "name": env.task}}
 
 
 def read_comparison(out_dir: Path) -> dict:

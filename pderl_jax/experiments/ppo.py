@@ -85,7 +85,7 @@ def brax_training_env(env):
     """The `brax.envs.Env` that brax's PPO trains on: brax's task, or an MJX task adapted."""
     if isinstance(env, BraxEnvironment):
         return env._env
-    if getattr(env, "backend", None) == "mjx":
+    if env.backend == "mjx":
         return BraxTaskAdapter(env)
     raise ConfigError("PPO comes from brax.training and needs JAX physics; use --backend mjx or brax")
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -14,20 +14,18 @@ import jax.numpy as jnp
 from pderl_jax.config import Config, ConfigError, from_dict, to_dict, validate
 from pderl_jax.envs import Environment, make_environment
 from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
+from pderl_jax.training.driver import RunOptions
 from pderl_jax.training.generation import Trainer, TrainState
 from pderl_jax.training.metrics import METRICS_FILE
 
-if TYPE_CHECKING:
-    from pderl_jax.training.loop import RunOptions
 
 
 def environment_record(env: Environment) -> dict:
     """What `config.json` records of the environment (enough to rebuild it); brax's physics too."""
-    record = {"name": getattr(env, "task", type(env).__name__), "backend": getattr(env, "backend", None),
-              "episode_length": env.episode_length}
-    if hasattr(env, "physics"):
+    record = {"name": env.task, "backend": env.backend, "episode_length": env.episode_length}
+    if env.physics is not None:
         record["physics"] = env.physics
-    if getattr(env, "options", None):
+    if env.options:
         record["options"] = env.options
     return record
 

@@ -12,14 +12,12 @@ sweep continue (`pderl-jax sweep --resume DIR`). With several processes, process
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import itertools
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -27,15 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from tqdm import tqdm
 
 from pderl_jax.config import SECTIONS, Config, ConfigError, from_dict, override, to_dict, validate
 from pderl_jax.envs.rollout import Environment
 from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
-from pderl_jax.training.distributed import barrier, check_agreement, is_writer, stop_on_lost_process, to_host
+from pderl_jax.training.distributed import barrier, check_agreement, is_writer
+from pderl_jax.training.driver import Clock, Job, RunOptions, Track, compile_chunk, drive
 from pderl_jax.training.generation import Trainer
-from pderl_jax.training.hostmem import release_freed_memory
-from pderl_jax.training.loop import RunOptions, StopAfterChunk, reaches_multiple
 from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, metric_rows, read_metrics
 from pderl_jax.training.run_folder import environment_record, prepare_out_dir, run_record
 from pderl_jax.training.sharding import leading_axis_sharding, place, placement, replicated_sharding
@@ -139,7 +135,8 @@ def read_sweep(out_dir: Path) -> tuple[Config, list[Run], dict, dict]:
 
 
 def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, options: RunOptions = RunOptions(),
-                *, resume: bool = False, force: bool = False, print_fn: Callable[[str], None] = print) -> list[dict]:
+                *, resume: bool = False, force: bool = False,
+                print_fn: Callable[[str], None] = print) -> list[dict]:
     """Train all runs together until each has used `base.frames` frames; returns one summary per run.
 
     Like a single run, each run stops at the first generation that takes it past the budget; its
@@ -147,96 +144,87 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
     its state is checkpointed into its own folder, so `pderl-jax analyze/evaluate/render` read a
     sweep's run like any other. The sweep checkpoints all runs every `options.checkpoint.every`
     generations, at the end and on Ctrl-C (or after `options.max_generations`); `resume` continues
-    from the newest intact one, row for row as if never stopped. A folder holding an earlier sweep
-    is refused unless `force`.
+    from the newest intact one, row for row as if never stopped. A run whose returns, losses or
+    parameters become NaN or infinite stops the sweep (`TrainingDiverged` names the run, its seed and
+    settings, the generation and the quantity): every run's rows up to then stay in its
+    `metrics.csv`, and nothing is checkpointed past the last good checkpoint. A folder holding an
+    earlier sweep is refused unless `force`.
     """
-    if getattr(env, "batched", False):
-        raise ConfigError("sweeps vmap the environment, so they need a JAX backend (--backend mjx or brax; the "
-                          "native MuJoCo backend steps on the host); run native seeds as separate pderl-jax train runs")
-    if options.analyze_every or options.tensorboard:
-        raise ConfigError("--analyze-every and --tensorboard are options of pderl-jax train; run pderl-jax analyze "
-                          "on a sweep's run_<i> folders afterwards")
+    _refuse_unsweepable(env, options)
     options.validate()
     out_dir = Path(out_dir)
-    record = sweep_record(base, runs, env, options)
-    _prepare_sweep_folder(out_dir, record, runs, env, resume, force)
-    writer = is_writer()
+    _prepare_sweep_folder(out_dir, sweep_record(base, runs, env, options), runs, env, resume, force)
+    clock = Clock()
     trainer = Trainer(base, env)
     run_dirs = [out_dir / f"run_{run.index:03d}" for run in runs]
     checkpointer = Checkpointer(out_dir, options.checkpoint)
-    start = time.perf_counter()
     states, hparams, sharding, where = initial_states(trainer, runs)
     print_fn(f"sweep: {len(runs)} runs, {where}")
-    generation, wall_offset, rows = 0, 0.0, [[] for _ in runs]  # the runs advance together
+    generation, rows = 0, [[] for _ in runs]  # the runs advance together
     if resume:
-        like = jax.eval_shape(lambda s: s, states)
-        restored = checkpointer.restore_latest(like, states.replay, print_fn, jax.tree.map(lambda _: sharding, like))
-        if restored is None:
-            raise ConfigError(f"no intact checkpoint in {out_dir / CHECKPOINT_DIR}; start the sweep again with --force")
-        states, meta = restored
-        generation, wall_offset = meta["generation"], meta["wall_s"]
-        rows = [read_metrics(d / METRICS_FILE, generation) for d in run_dirs]
-        print_fn(f"resuming from generation {generation}" + ("" if meta["replay"] else
-                 "; the replay buffers were not saved, so they start empty and the runs will differ from "
-                 "uninterrupted ones"))
+        states, generation, clock.offset, rows = _restore_sweep(checkpointer, states, sharding, run_dirs, print_fn)
 
     def chunk(states, hparams):
         return lax.scan(lambda s, _: jax.vmap(trainer.generation)(s, hparams), states, None,
                         length=options.generations_per_call)
 
-    step = jax.jit(chunk, donate_argnums=0).lower(states, hparams).compile()
-    compile_s = time.perf_counter() - start
-    release_freed_memory()
+    step = compile_chunk(chunk, states, hparams)
+    compile_s = clock() - clock.offset
     print_fn(f"compiled in {compile_s:.1f} s")
+    tracks = [Track(MetricsLog(d, r, write=is_writer()), name=_run_name(run)) for d, r, run in zip(run_dirs, rows, runs)]
+    for track in tracks:
+        track.done = bool(track.rows) and track.rows[-1]["frames"] > base.frames
 
-    def elapsed():
-        return wall_offset + time.perf_counter() - start
+    def run_finished(states, i, wall_s):
+        _checkpoint_run(states, i, run_dirs[i], options.checkpoint, wall_s)
 
-    def checkpoint(states):
-        checkpointer.save(states, {"wall_s": elapsed(), "generation": generation,
-                                   "generations_per_call": options.generations_per_call})
+    job = Job(lambda states: step(states, hparams), states, generation, tracks, base.frames, stacked=True,
+              run_finished=run_finished)
+    drive(job, options, checkpointer, clock, print_fn=print_fn,
+          resume_hint=f"Restart every process with pderl-jax sweep --resume {out_dir} to continue from the last "
+                      "checkpoint")
+    return _finish_sweep(runs, tracks, job.generation, clock(), compile_s, out_dir, print_fn)
 
-    logs = [MetricsLog(d, r, write=writer) for d, r in zip(run_dirs, rows)]
-    rows = [log.rows for log in logs]
-    done = np.asarray([bool(r) and r[-1]["frames"] > base.frames for r in rows])
-    used = sum(min(r[-1]["frames"], base.frames) for r in rows if r)
-    bar = tqdm(total=base.frames * len(runs), initial=used, unit="frame", disable=not (options.progress and writer),
-               dynamic_ncols=True)
-    hint = f"Restart every process with pderl-jax sweep --resume {out_dir} to continue from the last checkpoint"
-    with contextlib.ExitStack() as open_files, StopAfterChunk(bar.write) as stop, stop_on_lost_process(hint):
-        open_files.callback(bar.close)
-        for log in logs:
-            open_files.enter_context(log)
-        while (not done.all() and not (options.max_generations and generation >= options.max_generations)
-               and not stop.agreed()):
-            first = generation + 1
-            states, metrics = step(states, hparams)
-            metrics = to_host(metrics)
-            generation += options.generations_per_call
-            finished = []
-            for i in np.flatnonzero(~done):
-                run_metrics = jax.tree.map(lambda x: x[:, i], metrics)
-                for row in metric_rows(run_metrics, first, elapsed()):  # up to the row past the budget
-                    before = rows[i][-1]["frames"] if rows[i] else 0
-                    logs[i].write([row])
-                    bar.update(min(row["frames"], base.frames) - min(before, base.frames))
-                    if row["frames"] > base.frames:
-                        done[i] = True
-                        finished.append(i)
-                        break
-            for i in finished:
-                _checkpoint_run(states, i, run_dirs[i], options.checkpoint, elapsed())
-            if reaches_multiple(options.checkpoint.every, first, generation):
-                checkpoint(states)
-            bar.set_postfix(done=f"{done.sum()}/{len(runs)}", fps=f"{sum(r[-1]['frames'] for r in rows) / elapsed():.0f}")
-        checkpoint(states)
-    wall = elapsed()
-    summaries = [_run_summary(run, run_rows) for run, run_rows in zip(runs, rows) if run_rows]
-    if not done.all():
-        print_fn(f"stopped after generation {generation} ({done.sum()} of {len(runs)} runs done); checkpointed. "
+
+def _refuse_unsweepable(env: Environment, options: RunOptions) -> None:
+    if env.batched:
+        raise ConfigError("sweeps vmap the environment, so they need a JAX backend (--backend mjx or brax; the "
+                          "native MuJoCo backend steps on the host); run native seeds as separate pderl-jax train runs")
+    if options.analyze_every or options.tensorboard:
+        raise ConfigError("--analyze-every and --tensorboard are options of pderl-jax train; run pderl-jax analyze "
+                          "on a sweep's run_<i> folders afterwards")
+
+
+def _run_name(run: Run) -> str:
+    """How a message names a run: its index, seed and swept settings."""
+    settings = "".join(f", {name}={value:g}" for name, value in run.values.items())
+    return f"run {run.index} (seed {run.seed}{settings})"
+
+
+def _restore_sweep(checkpointer: Checkpointer, states, sharding, run_dirs: list[Path], print_fn):
+    """(states, generation, wall time so far, each run's CSV rows) of the newest intact checkpoint."""
+    like = jax.eval_shape(lambda s: s, states)
+    restored = checkpointer.restore_latest(like, states.replay, print_fn, jax.tree.map(lambda _: sharding, like))
+    if restored is None:
+        raise ConfigError(f"no intact checkpoint in {checkpointer.directory}; start the sweep again with --force")
+    states, meta = restored
+    generation = meta["generation"]
+    print_fn(f"resuming from generation {generation}" + ("" if meta["replay"] else
+             "; the replay buffers were not saved, so they start empty and the runs will differ from "
+             "uninterrupted ones"))
+    return states, generation, meta["wall_s"], [read_metrics(d / METRICS_FILE, generation) for d in run_dirs]
+
+
+def _finish_sweep(runs: list[Run], tracks: list[Track], generation: int, wall: float, compile_s: float,
+                  out_dir: Path, print_fn) -> list[dict]:
+    """Each run's summary; once every run is done, `runs.csv` and `summary.json` too."""
+    summaries = [_run_summary(run, track.rows) for run, track in zip(runs, tracks) if track.rows]
+    done = sum(track.done for track in tracks)
+    if done < len(runs):
+        print_fn(f"stopped after generation {generation} ({done} of {len(runs)} runs done); checkpointed. "
                  f"Continue with pderl-jax sweep --resume {out_dir}")
         return [{**s, "interrupted": True} for s in summaries]
-    if writer:
+    if is_writer():
         with open(out_dir / "runs.csv", "w", newline="") as f:
             table = csv.DictWriter(f, fieldnames=list(summaries[0]))
             table.writeheader()
