@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from pderl_jax.buffers import Transition, memories_add, memories_init, ring_add, ring_init
 from pderl_jax.config import EvolutionConfig, LearnerConfig
-from pderl_jax.learner.ddpg import Learner
+from pderl_jax.learner.off_policy import Learner
 from pderl_jax.networks import apply_actor, apply_critic, init_critic, init_population, make_actor, make_critic
 from pderl_jax.operators.distillation import distill_children
 from pderl_jax.operators.mutation import gaussian_mutation, proximal_mutation

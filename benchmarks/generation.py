@@ -13,10 +13,10 @@ Memory: host peak RSS (reached while compiling), host RSS at the end of the time
 program (arguments + temporaries: what a GPU would hold).
 
     python benchmarks/generation.py [--env halfcheetah] [--pop-size 10] [--generations 3]
-                                    [--backends brax,mjx,gymnasium]
+                                    [--backends brax,mjx,native]
 
 Each backend runs in its own process (so that its memory figures are its own); brax uses its
-JAX physics, mjx the Gymnasium v5 task on MuJoCo MJX, gymnasium the same task in native MuJoCo
+JAX physics, mjx the Gymnasium v5 task on MuJoCo MJX, native the same task in native MuJoCo
 stepped on the host. Prints a table per
 backend and a comparison, and writes benchmarks/results/generation_<env>_pop<k>.json.
 """
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--mode", default="pderl")
     parser.add_argument("--pop-size", type=int, default=10)
     parser.add_argument("--generations", type=int, default=3)
-    parser.add_argument("--backends", default="brax", help="comma-separated: brax, mjx, gymnasium")
+    parser.add_argument("--backends", default="brax", help="comma-separated: brax, mjx, native")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     backends = args.backends.split(",")

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from pderl_jax.envs import GymnasiumEnvironment, rollout
+from pderl_jax.envs import NativeEnvironment, rollout
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -97,7 +97,7 @@ def main() -> None:
 
     seconds["mujoco"] = timed(bare)
 
-    env = GymnasiumEnvironment(args.env, episode_length=steps)
+    env = NativeEnvironment(args.env, episode_length=steps)
     table = jnp.asarray(actions)
     policy = lambda t, obs, key, alive: (table[t], t + 1)
     run = jax.jit(lambda k: rollout(env, k, n, policy, jnp.int32(0))[0].frames)

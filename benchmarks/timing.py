@@ -55,12 +55,12 @@ def evolutionary_part(trainer):
     def step(state, key):
         eval_key, evolve_key = jax.random.split(key)
         population = state.evolution.population
-        fitness, items, valid, frames = trainer.evaluate_population(eval_key, population.members,
-                                                                    config.evolution.num_evals)
-        population = population.replace(memories=memories_add(population.memories, items, valid))
+        evaluation = trainer.evaluate_population(eval_key, population.members, config.evolution.num_evals)
+        population = population.replace(memories=memories_add(population.memories, evaluation.transitions,
+                                                              evaluation.valid))
         q_fn = lambda s, a: trainer.learner.q1(state.learner.critic, s, a)
-        population, _ = evolve(evolve_key, population, fitness, trainer.apply_actor, q_fn, config)
-        return population, frames
+        population, _ = evolve(evolve_key, population, evaluation.fitness, trainer.apply_actor, q_fn, config)
+        return population, evaluation.frames
 
     return step
 

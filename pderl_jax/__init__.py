@@ -1,3 +1,3 @@
 """pderl_jax: Proximal Distilled Evolutionary Reinforcement Learning (PDERL) in JAX."""
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"

@@ -10,8 +10,8 @@ from pathlib import Path
 from pderl_jax.config import (MODES, SEEDS_HELP, TASKS, ConfigError, TrainingDiverged, load_config, parse_seeds,
                               with_overrides)
 from pderl_jax.presets import PRESETS, describe_presets
-from pderl_jax.envs import BACKEND_NAMES
-from pderl_jax.envs.brax_env import BACKENDS
+from pderl_jax.envs import BACKENDS
+from pderl_jax.envs.brax_env import PHYSICS
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -333,8 +333,8 @@ def run_memory(args, overrides: dict) -> int:
 def add_environment_flags(command, backend_help: str | None, physics_help: str, length_help: str) -> None:
     """--backend (omitted where `backend_help` is None), --physics, --episode-length and --env-option."""
     if backend_help is not None:
-        command.add_argument("--backend", default=None, choices=[*BACKEND_NAMES, "gymnasium"], help=backend_help)
-    command.add_argument("--physics", default="auto", choices=["auto", *BACKENDS], help=physics_help)
+        command.add_argument("--backend", default=None, choices=BACKENDS, help=backend_help)
+    command.add_argument("--physics", default="auto", choices=["auto", *PHYSICS], help=physics_help)
     command.add_argument("--episode-length", type=int, default=1000, help=length_help)
     command.add_argument("--env-option", nargs="*", default=[], metavar="NAME=VALUE",
                          help="a keyword argument of the Gymnasium v5 task (ctrl_cost_weight=0.2, "
@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "population", "off-policy learner beside the population (default ddpg, as the official "
                         "code; in the ddpg/td3 modes, the mode's own)")
     add_environment_flags(train, "mjx (the Gymnasium v5 task on MuJoCo MJX, pure JAX), native (the same task in "
-                          "native MuJoCo, stepped on the host; also called gymnasium) or brax (brax's own version "
+                          "native MuJoCo through Gymnasium, stepped on the host) or brax (brax's own version "
                           "of the task). Default: MJX on a GPU or TPU, native on CPU (the faster there); the run "
                           "prints its choice",
                           "brax physics pipeline; implies --backend brax (default auto: spring, the fastest "

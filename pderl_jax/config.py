@@ -5,7 +5,7 @@ adds the per-task Table 4 values. The sections are `flax.struct` dataclasses: fl
 pytree leaves (so a sweep can vmap over them), structural fields (sizes, choices) are static.
 
 Options that fix a discrepancy between the paper and the official code keep the official
-behaviour by default; each names the item of the algorithm reference it addresses.
+behaviour by default; each names its item ("ref. #N") in docs/paper-and-official-code.md.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pderl_jax.presets import PRESETS, default_preset, get_preset
 ACTIVATION_NAMES = ("tanh", "relu", "elu")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: a wheel install carries them
 TASKS = ("swimmer", "halfcheetah", "hopper", "walker2d", "ant")
+RECORDED_BACKENDS = {"gymnasium": "native"}  # backend names in the run records of earlier versions (before 0.8)
 EVOLUTIONARY_MODES = {
     # mode: (crossover, mutation)
     "pderl": ("distillation", "proximal"),

@@ -12,7 +12,7 @@ from pderl_jax.analysis.operators import study_operators
 from pderl_jax.analysis.report import summarise
 from pderl_jax.buffers import memories_add
 from pderl_jax.config import load_config
-from pderl_jax.envs import GymnasiumEnvironment
+from pderl_jax.envs import NativeEnvironment
 from pderl_jax.operators.distillation import distill_child
 from pderl_jax.operators.population import Population
 from pderl_jax.operators.npoint import npoint_crossover
@@ -76,13 +76,14 @@ def clone_population():
                                     "learner.replay_capacity": 2048, "network.actor_hidden": "32,32",
                                     "network.critic_input_width": 16, "network.critic_hidden_width": 16,
                                     "evolution.distill_epochs": 2})
-    trainer = Trainer(config, GymnasiumEnvironment("hopper", episode_length=40))
+    trainer = Trainer(config, NativeEnvironment("hopper", episode_length=40))
     seed = int(os.environ.get("ANALYSIS_TEST_SEED", np.random.default_rng().integers(2**31)))
     state = jax.jit(trainer.init)(jax.random.key(seed))
     start = state.evolution.population
     members = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), start.members)
-    _, items, valid, _ = jax.jit(trainer.evaluate_population, static_argnums=2)(jax.random.key(seed + 1), members, 1)
-    population = Population(members=members, memories=memories_add(start.memories, items, valid))
+    evaluation = jax.jit(trainer.evaluate_population, static_argnums=2)(jax.random.key(seed + 1), members, 1)
+    population = Population(members=members, memories=memories_add(start.memories, evaluation.transitions,
+                                                                    evaluation.valid))
     return trainer, population, state.learner.critic, seed
 
 

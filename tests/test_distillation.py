@@ -1,4 +1,5 @@
-"""Q-filtered distillation crossover (algorithm reference section 6).
+"""Q-filtered distillation crossover (official `SSNE.distilation_crossover`;
+docs/paper-and-official-code.md #1-#4).
 
 Checked against hand-built cases and independent NumPy / plain-JAX formulas: the Q filter
 (ties to parent 2, paper mode drops ties), the official and paper losses, the child's memory

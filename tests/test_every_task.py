@@ -36,7 +36,7 @@ def check_run(tmp_path, task, mode, backend):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_mode_on_every_native_mujoco_task(task, mode, tmp_path):
-    check_run(tmp_path, task, mode, "gymnasium")
+    check_run(tmp_path, task, mode, "native")
 
 
 JAX_BACKENDS = ("brax", "mjx")

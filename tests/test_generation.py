@@ -113,7 +113,8 @@ def test_fitness_is_the_mean_return_over_trials():
     state = trainer.init(jax.random.key(seed))
     key = jax.random.key(seed + 1)
     members = state.evolution.population.members
-    fitness, items, valid, frames = jax.jit(trainer.evaluate_population, static_argnums=2)(key, members, 2)
+    evaluation = jax.jit(trainer.evaluate_population, static_argnums=2)(key, members, 2)
+    fitness, valid, frames = evaluation.fitness, evaluation.valid, evaluation.frames
     # The same episodes, run directly: member i's trials are columns 2i and 2i + 1.
     params = jax.tree.map(lambda x: jnp.repeat(x, 2, axis=0), members)
     episodes, _ = rollout(trainer.env, key, 8, lambda p, obs, *_: (jax.vmap(trainer.apply_actor)(p, obs), p), params)
@@ -172,9 +173,11 @@ def test_the_two_batched_rollouts_equal_the_four_separate_ones():
     after, metrics = generation(state)
     _, eval_key, champion_key, _, explore_key, _, test_key = jax.random.split(state.key, 7)
     members = state.evolution.population.members
-    fitness, items, valid, frames = jax.jit(trainer.evaluate_population, static_argnums=2)(eval_key, members, 2)
-    rl_items, rl_valid, rl_frames, explored = jax.jit(trainer.explore)(explore_key, state.learner, state.frames,
-                                                                       trainer.config)
+    evaluation = jax.jit(trainer.evaluate_population, static_argnums=2)(eval_key, members, 2)
+    fitness, items, valid, frames = evaluation.fitness, evaluation.transitions, evaluation.valid, evaluation.frames
+    exploration = jax.jit(trainer.explore)(explore_key, state.learner, state.frames, trainer.config)
+    rl_items, rl_valid, rl_frames, explored = (exploration.transitions, exploration.valid, exploration.frames,
+                                               exploration.learner)
     close = lambda a, b, what: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7,
                                                           err_msg=f"seed={seed} {what}")
     close(metrics.fitness, fitness, "fitness")

@@ -1,7 +1,7 @@
 """DDPG/TD3 learner and exploration noise against independent float64 NumPy references.
 
 The references below re-implement the official networks (ERL LayerNorm: unbiased std, eps outside
-the square root), the DDPG step of the algorithm reference (section 3: critic regression to
+the square root), the DDPG step of the official `DDPG.update_parameters` (critic regression to
 r + gamma (1 - d) Q'(s', mu'(s')), torch `clip_grad_norm_`, Adam, actor ascent on the *updated*
 critic, soft target updates) and TD3 (twin critics, target smoothing, delayed actor), all in
 float64 with gradients by central finite differences on small networks. Nothing here calls the
@@ -26,7 +26,7 @@ from jax import lax
 
 from pderl_jax.buffers.ring import RingBuffer, Transition
 from pderl_jax.config import LearnerConfig, NetworkConfig
-from pderl_jax.learner.ddpg import Learner
+from pderl_jax.learner.off_policy import Learner
 from pderl_jax.learner.noise import ou_noise_step
 
 SMALL = NetworkConfig(actor_hidden=(8, 8), critic_input_width=6, critic_hidden_width=5)

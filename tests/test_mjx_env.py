@@ -36,7 +36,7 @@ import pytest
 from flax import struct
 
 from pderl_jax.config import ConfigError
-from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS
+from pderl_jax.envs.native_env import GYMNASIUM_IDS
 from pderl_jax.envs.mjx_env import MjxEnvironment, MjxState
 from pderl_jax.envs.rollout import rollout
 from rollout_reference import masked_scan_rollout

@@ -1,4 +1,5 @@
-"""Proximal (SM-G-SUM) and Gaussian mutation (algorithm reference sections 7 and 8.2).
+"""Proximal (SM-G-SUM) and Gaussian mutation (official `SSNE.proximal_mutate` and `SSNE.mutate_inplace`;
+docs/paper-and-official-code.md #7-#9, #25).
 
 The sensitivity is checked against central finite differences of an independent float64 NumPy
 forward pass; the proximal step against that sensitivity on a memory of identical states (so any

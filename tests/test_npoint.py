@@ -1,4 +1,4 @@
-"""ERL's n-point crossover (algorithm reference section 8.1).
+"""ERL's n-point crossover (official `SSNE.crossover_inplace`).
 
 The package evaluates the official sequential in-place copy loop in closed form (first event
 per row). Here the loop itself is run in NumPy with the same random events, drawn with the same

@@ -24,7 +24,7 @@ from scipy import stats
 
 from pderl_jax.buffers.ring import Transition
 from pderl_jax.config import ConfigError, LearnerConfig, NetworkConfig, from_dict, load_config, to_dict
-from pderl_jax.learner.ddpg import Learner, clip_grad_norm
+from pderl_jax.learner.off_policy import Learner, clip_grad_norm
 from pderl_jax.networks import init_critic, make_critic
 from pderl_jax.training import Trainer
 

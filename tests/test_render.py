@@ -32,7 +32,7 @@ def brax_hopper():
 
 @pytest.fixture(scope="module")
 def cheetah():
-    return policy_for("halfcheetah", "gymnasium", 20)
+    return policy_for("halfcheetah", "native", 20)
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_the_loop_stops_at_the_longest_episode_also_under_vmap():
 
 
 def test_brax_task_rolls_out_with_masks_and_exits_like_the_masked_scan():
-    env = BraxEnvironment("hopper", backend="positional", episode_length=30)
+    env = BraxEnvironment("hopper", physics="positional", episode_length=30)
     assert (env.obs_dim, env.action_dim) == (11, 3)
     result = assert_same_as_masked_scan(env, int(np.random.default_rng().integers(2**31)), 4)
     lengths = np.asarray(result.episode_length)

@@ -1,4 +1,5 @@
-"""Selection, pairing and one evolution step (algorithm reference section 5).
+"""Selection, pairing and one evolution step (official `SSNE.epoch`;
+docs/paper-and-official-code.md #5, #6, #12).
 
 Hand-worked cases, a pure-Python version of the official `sort_groups_by_fitness` + `SSNE.epoch`
 pairing loop, invariants of the selection plan that any valid run of Steps A-E must satisfy,

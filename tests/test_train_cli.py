@@ -90,7 +90,7 @@ def test_native_mujoco_run_then_analyze(tmp_path, capsys):
     rows = read_rows(studied / "metrics.csv")
     assert rows and int(rows[-1]["frames"]) > 200
     config = json.loads((studied / "config.json").read_text())
-    assert config["environment"]["backend"] == "gymnasium" and config["task"] == "hopper"
+    assert config["environment"]["backend"] == "native" and config["task"] == "hopper"
     capsys.readouterr()
     assert main(["analyze", str(studied), "--draws", "2", "--episodes", "1"]) == 0
     assert "distillation crossover" in capsys.readouterr().out

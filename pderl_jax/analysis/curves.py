@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pderl_jax.config import EVOLUTIONARY_MODES, ConfigError
+from pderl_jax.config import EVOLUTIONARY_MODES, RECORDED_BACKENDS, ConfigError
 from pderl_jax.presets import recorded_preset, with_preset
 from pderl_jax.training.metrics import METRICS_FILE, POPULATION_COLUMNS, RATE_COLUMNS, read_metric_columns
 
@@ -146,8 +146,10 @@ def _sweep_label(values: dict) -> str:
 
 
 def backend_label(environment: dict) -> str:
-    """"mjx", "gymnasium" or "brax spring" (brax with its physics) from a run's environment record."""
-    return " ".join(str(environment[key]) for key in ("backend", "physics") if key in environment)
+    """"mjx", "native" or "brax spring" (brax with its physics) from a run's environment record (of any
+    version: earlier ones name native "gymnasium")."""
+    names = {**environment, "backend": RECORDED_BACKENDS.get(environment.get("backend"), environment.get("backend"))}
+    return " ".join(str(names[key]) for key in ("backend", "physics") if names.get(key) is not None)
 
 
 def _group_parts(record: RunRecord) -> dict:

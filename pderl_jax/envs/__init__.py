@@ -2,13 +2,13 @@
 
 from pderl_jax.envs import quiet  # noqa: F401  (MuJoCo's warnings once each; MJX imported without warp notices)
 from pderl_jax.config import ConfigError
-from pderl_jax.envs.brax_env import BACKENDS, BraxEnvironment
-from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, GymnasiumEnvironment, resolve_task
+from pderl_jax.envs.brax_env import PHYSICS, BraxEnvironment
+from pderl_jax.envs.native_env import GYMNASIUM_IDS, NativeEnvironment, resolve_task
 from pderl_jax.envs.rollout import Environment, Rollout, episode_major, rollout
 
-BACKEND_NAMES = ("mjx", "native", "brax")  # "gymnasium" is accepted for "native"
+BACKENDS = ("mjx", "native", "brax")  # (runs recorded before 0.8 name native "gymnasium")
 
-# The faster backend of a single run on CPU, from `benchmarks/generation.py --backends mjx,gymnasium,brax`
+# The faster backend of a single run on CPU, from `benchmarks/generation.py --backends mjx,native,brax`
 # (PDERL at paper settings on HalfCheetah-v5, 2 CPU cores; benchmarks/results/
 # generation_halfcheetah_pop10_backends.json): a generation took 30.0 s on native MuJoCo and 41.4 s
 # on MJX (population rollouts 0.8 s against 5.0 s; the learner updates cost the same on both), and
@@ -25,9 +25,9 @@ def choose_backend(backend: str | None = None, physics: str = "auto", vmapped: b
     (MJX); on a GPU or TPU, MJX; a single run on CPU, the one the generation benchmark found faster.
     """
     if backend is not None:
-        if backend not in (*BACKEND_NAMES, "gymnasium"):
-            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
-        return ("native" if backend == "gymnasium" else backend), "as asked (--backend)"
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        return backend, "as asked (--backend)"
     if physics != "auto":
         return "brax", f"--physics {physics} is a brax physics pipeline"
     if vmapped:
@@ -48,7 +48,7 @@ def make_environment(name: str, backend: str | None = None, physics: str = "auto
     """The task `name` ("hopper" or "Hopper-v5") on `backend`.
 
     "mjx": the Gymnasium v5 task on MuJoCo MJX (pure JAX: vmapped, swept, sharded, on GPUs);
-    "native" (or "gymnasium"): the same task in native MuJoCo through Gymnasium, stepped on the
+    "native": the same task in native MuJoCo through Gymnasium, stepped on the
     host; "brax": brax's own version of the task, with a brax `physics` pipeline. Without a
     backend, `choose_backend` picks one for a single run. `options` are the v5 task's keyword
     arguments (`ctrl_cost_weight`, `healthy_z_range`, ...), and on MJX also its own
@@ -61,7 +61,7 @@ def make_environment(name: str, backend: str | None = None, physics: str = "auto
         if options:
             raise ConfigError(f"brax's tasks take no environment options ({', '.join(options)}); they are options "
                               "of the Gymnasium v5 tasks: use --backend mjx or native")
-        return BraxEnvironment(task, backend=physics, episode_length=episode_length)
+        return BraxEnvironment(task, physics=physics, episode_length=episode_length)
     if physics != "auto":
         raise ConfigError(f"--physics {physics} applies to the brax backend only; drop it for {backend}")
     if backend == "mjx":
@@ -72,8 +72,8 @@ def make_environment(name: str, backend: str | None = None, physics: str = "auto
     if mjx_only:
         raise ConfigError(f"{', '.join(mjx_only)}: options of the MJX backend only (native MuJoCo steps as MuJoCo "
                           "does); use --backend mjx or drop them")
-    return GymnasiumEnvironment(task, episode_length=episode_length, **options)
+    return NativeEnvironment(task, episode_length=episode_length, **options)
 
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "BraxEnvironment", "Environment", "GYMNASIUM_IDS", "GymnasiumEnvironment",
+__all__ = ["BACKENDS", "BraxEnvironment", "Environment", "GYMNASIUM_IDS", "NativeEnvironment",
            "Rollout", "choose_backend", "episode_major", "make_environment", "resolve_task", "rollout"]

@@ -13,9 +13,9 @@ from flax import struct
 from pderl_jax.config import ConfigError, TASKS
 from pderl_jax.envs.rollout import Environment
 
-BACKENDS = ("generalized", "positional", "spring", "mjx")
+PHYSICS = ("generalized", "positional", "spring", "mjx")
 # Physics pipelines each brax task accepts; "auto" picks the first (the fastest on CPU).
-SUPPORTED_BACKENDS = {
+SUPPORTED_PHYSICS = {
     "swimmer": ("generalized",),
     **dict.fromkeys(("halfcheetah", "hopper", "walker2d", "ant"), ("spring", "positional", "generalized", "mjx")),
 }
@@ -67,16 +67,16 @@ class BraxEnvironment(Environment):
 
     backend = "brax"
 
-    def __init__(self, task: str, backend: str = "auto", episode_length: int = 1000):
+    def __init__(self, task: str, physics: str = "auto", episode_length: int = 1000):
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-        if backend == "auto":
-            backend = SUPPORTED_BACKENDS[task][0]
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown brax physics {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
-        if backend not in SUPPORTED_BACKENDS[task]:
-            raise ConfigError(f"brax {task} does not support the {backend!r} physics; choose auto or one of "
-                              f"{', '.join(SUPPORTED_BACKENDS[task])}")
+        if physics == "auto":
+            physics = SUPPORTED_PHYSICS[task][0]
+        if physics not in PHYSICS:
+            raise ConfigError(f"unknown brax physics {physics!r}; choose auto or one of {', '.join(PHYSICS)}")
+        if physics not in SUPPORTED_PHYSICS[task]:
+            raise ConfigError(f"brax {task} does not support the {physics!r} physics; choose auto or one of "
+                              f"{', '.join(SUPPORTED_PHYSICS[task])}")
         if episode_length <= 0:
             raise ConfigError(f"episode length must be positive, got {episode_length}")
         from pderl_jax.envs.quiet import import_mjx
@@ -86,17 +86,17 @@ class BraxEnvironment(Environment):
 
         _patch_brax_fluid()
         self.task = task
-        self.physics = backend
+        self.physics = physics
         self.episode_length = episode_length
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
             with _models_on_this_process():
-                self._env = envs.get_environment(task, backend=backend)
+                self._env = envs.get_environment(task, backend=physics)
         # brax's `observation_size` runs reset eagerly (hundreds of tiny compilations, ~250 MB);
         # tracing it abstractly costs nothing.
         self.obs_dim = int(jax.eval_shape(self._env.reset, jax.random.key(0)).obs.shape[-1])
         self.action_dim = int(self._env.action_size)
-        self.description = f"brax {task} ({backend} physics)"
+        self.description = f"brax {task} ({physics} physics)"
 
     def reset(self, key: jax.Array) -> BraxState:
         state = self._env.reset(key)

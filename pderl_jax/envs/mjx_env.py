@@ -1,8 +1,8 @@
 """The paper's five Gymnasium v5 MuJoCo tasks as pure-JAX environments on MuJoCo MJX.
 
-Why: the gymnasium backend steps native MuJoCo on the host, one callback per time step. Here
-the same tasks run as JAX functions (MJX's JAX implementation), so a rollout of many episodes
-is one vmapped `lax.scan` with no host round trips, on CPU or on an accelerator.
+Why: the native backend steps MuJoCo on the host, one callback per time step. Here the same
+tasks run as JAX functions (MJX's JAX implementation), so a rollout of many episodes is one
+vmapped `lax.while_loop` (`envs.rollout`) with no host round trips, on CPU or on an accelerator.
 
 What: each task loads the very XML file its Gymnasium v5 environment loads by default and does
 what that environment does by default: the frame skip, the control range, the observation
@@ -56,7 +56,7 @@ from jax import lax
 
 from pderl_jax.config import ConfigError
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.envs.gymnasium_env import GYMNASIUM_IDS, resolve_task
+from pderl_jax.envs.native_env import GYMNASIUM_IDS, resolve_task
 from pderl_jax.envs.quiet import import_mjx
 
 mjx = import_mjx()
@@ -399,10 +399,4 @@ class MjxEnvironment(Environment):
         return MjxState(data=d, obs=obs, done=terminated), obs, reward, terminated
 
 
-def make_mjx_environment(name: str, episode_length: int = 1000, **options) -> MjxEnvironment:
-    """The task `name` ("hopper" or "Hopper-v5") on MJX."""
-    return MjxEnvironment(name, episode_length=episode_length, **options)
-
-
-__all__ = ["CONTACT_FRAMES", "MjxEnvironment", "MjxState", "TASK_SPECS", "TaskSpec", "gymnasium_model_path",
-           "make_mjx_environment"]
+__all__ = ["CONTACT_FRAMES", "MjxEnvironment", "MjxState", "TASK_SPECS", "TaskSpec", "gymnasium_model_path"]

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from pderl_jax.config import ConfigError
-from pderl_jax.envs import BraxEnvironment, GymnasiumEnvironment
+from pderl_jax.envs import BraxEnvironment, NativeEnvironment
 
-FORMATS = {"brax": (".html", ".gif", ".mp4"), "gymnasium": (".gif", ".mp4"), "mjx": (".gif", ".mp4")}
+FORMATS = {"brax": (".html", ".gif", ".mp4"), "native": (".gif", ".mp4"), "mjx": (".gif", ".mp4")}
 MAX_GIF_FPS = 50  # GIF delays count 1/100 s, and viewers slow delays under 2/100 s right down
 
 _gl_backend: str | None = None
@@ -95,12 +95,12 @@ def render_episode(env, apply_actor, params, path, seed: int = 0, max_steps: int
     path = Path(path)
     if isinstance(env, BraxEnvironment):
         kind = "brax"
-    elif isinstance(env, GymnasiumEnvironment):
-        kind = "gymnasium"
+    elif isinstance(env, NativeEnvironment):
+        kind = "native"
     elif env.backend == "mjx":
         kind = "mjx"
     else:
-        raise ConfigError(f"cannot render {type(env).__name__}; render_episode takes a brax, mjx or gymnasium "
+        raise ConfigError(f"cannot render {type(env).__name__}; render_episode takes a brax, mjx or native "
                           "environment")
     fmt = path.suffix.lower()
     if fmt not in FORMATS[kind]:
@@ -129,7 +129,7 @@ def render_episode(env, apply_actor, params, path, seed: int = 0, max_steps: int
         else:
             _write_video(path, _brax_images(env, states, width, height), fps or 1 / dt)
     else:
-        episode = _gymnasium_episode if kind == "gymnasium" else _mjx_episode
+        episode = _native_episode if kind == "native" else _mjx_episode
         images, total, dt = episode(env, policy, params, seed, steps, width, height)
         frames = len(images)
         _write_video(path, images, fps or 1 / dt)
@@ -172,8 +172,8 @@ def _brax_images(env: BraxEnvironment, states: list, width: int, height: int) ->
     return image.render_array(env._env.sys, states, height=height, width=width, camera=_tracking_camera())
 
 
-def _gymnasium_episode(env: GymnasiumEnvironment, policy, params, seed: int, steps: int, width: int, height: int):
-    """Frames of one episode on a host copy of the task, as `GymnasiumEnvironment` steps it."""
+def _native_episode(env: NativeEnvironment, policy, params, seed: int, steps: int, width: int, height: int):
+    """Frames of one episode on a host copy of the task, as `NativeEnvironment` steps it."""
     import mujoco
 
     headless_gl()

@@ -1,4 +1,5 @@
-"""One PDERL generation as a pure function (official `Agent.train`, algorithm reference 4.3).
+"""One PDERL generation as a pure function (official `Agent.train`; docs/paper-and-official-code.md,
+"One generation, in order").
 
     fitness, exploration = rollout(population, RL actor + OU noise)  # xi episodes each + 1; stored
     population   = evolve(population, fitness)     # selection, distillation, proximal mutation
@@ -23,10 +24,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from pderl_jax.buffers import RingBuffer, memories_add, ring_add, ring_init
+from pderl_jax.buffers.ring import Transition
 from pderl_jax.config import Config
 from pderl_jax.envs.rollout import (Environment, Policy, Rollout, episode_major, initial_state_keys, rollout,
                                     side_by_side)
-from pderl_jax.learner.ddpg import Learner, LearnerState
+from pderl_jax.learner.off_policy import Learner, LearnerState
 from pderl_jax.networks import apply_actor, init_population, make_actor
 from pderl_jax.operators.evolution import evolve
 from pderl_jax.operators.population import Population, init_members, sync_rl_actor
@@ -44,6 +46,27 @@ class EvolutionState:
     rl_memory: RingBuffer  # the RL actor's genetic memory [kappa, ...]
     selection: SelectionStats
     rl_slot: jax.Array  # slot the RL actor was synced into last generation, -1 if none
+
+
+@struct.dataclass
+class Evaluation:
+    """The population's fitness episodes: mean returns and the transitions in storage order."""
+
+    fitness: jax.Array  # [k] mean return over each member's xi episodes
+    transitions: Transition  # leaves [k, xi * T, ...], each member's episodes one after another
+    valid: jax.Array  # [k, xi * T] the step belongs to a running episode
+    frames: jax.Array  # stored steps of all of them
+
+
+@struct.dataclass
+class Exploration:
+    """The RL actor's noisy episode: its transitions, their mask, its frames, and the learner state with
+    the exploration noise advanced."""
+
+    transitions: Transition  # leaves [T, ...]
+    valid: jax.Array  # [T]
+    frames: jax.Array
+    learner: LearnerState
 
 
 @struct.dataclass
@@ -138,19 +161,19 @@ class Trainer:
 
         return policy
 
-    def fitness(self, episodes: Rollout, members: int, num_evals: int):
+    def fitness(self, episodes: Rollout, members: int, num_evals: int) -> Evaluation:
         """Mean return over each member's xi episodes, and the transitions in storage order."""
         fitness = episodes.episode_return.reshape(members, num_evals).mean(axis=1)
-        items, valid = episode_major(episodes, members)
-        return fitness, items, valid, episodes.frames
+        transitions, valid = episode_major(episodes, members)
+        return Evaluation(fitness=fitness, transitions=transitions, valid=valid, frames=episodes.frames)
 
-    def evaluate_population(self, key, members: dict, num_evals: int):
+    def evaluate_population(self, key, members: dict, num_evals: int) -> Evaluation:
         """xi deterministic episodes per member: fitness, and the transitions in storage order."""
         k, params = _each_member_repeated(members, num_evals)
         episodes, _ = rollout(self.env, key, k * num_evals, self.population_policy, params)
         return self.fitness(episodes, k, num_evals)
 
-    def explore(self, key, learner_state: LearnerState, frames, config: Config):
+    def explore(self, key, learner_state: LearnerState, frames, config: Config) -> Exploration:
         """One episode of the RL actor with exploration noise, `frames` stored before it: its transitions,
         frames and advanced noise."""
         episodes, (noise, _) = rollout(self.env, key, 1, self.exploration_policy(learner_state, config),
@@ -158,13 +181,14 @@ class Trainer:
         return self.exploration(episodes, learner_state.replace(noise=noise))
 
     @staticmethod
-    def exploration(episodes: Rollout, learner_state: LearnerState):
-        """The exploration episode's transitions [T], their mask, its frames, and the learner state."""
-        items, valid = episode_major(episodes, 1)
-        return jax.tree.map(lambda x: x[0], items), valid[0], episodes.frames, learner_state
+    def exploration(episodes: Rollout, learner_state: LearnerState) -> Exploration:
+        """The exploration episode as an `Exploration`."""
+        transitions, valid = episode_major(episodes, 1)
+        return Exploration(transitions=jax.tree.map(lambda x: x[0], transitions), valid=valid[0],
+                           frames=episodes.frames, learner=learner_state)
 
     def evaluate_and_explore(self, eval_key, explore_key, members: dict, learner_state: LearnerState, frames,
-                             config: Config):
+                             config: Config) -> tuple[Evaluation, Exploration]:
         """`evaluate_population(eval_key, ...)` and `explore(explore_key, ..., frames)` as one rollout.
 
         The random warm-up counts the frames stored before this generation and the exploration
@@ -217,12 +241,14 @@ class Trainer:
         population = state.evolution.population
         chex.assert_tree_shape_prefix(population, (evo.pop_size,))
 
-        (fitness, items, valid, population_frames), (rl_items, rl_valid, rl_frames, learner_state) = \
-            self.evaluate_and_explore(eval_key, explore_key, population.members, state.learner, state.frames, config)
-        population = population.replace(memories=memories_add(population.memories, items, valid))
-        replay = ring_add(state.replay, _flatten(items), valid.reshape(-1))
-        replay = ring_add(replay, rl_items, rl_valid)
-        rl_memory = ring_add(state.evolution.rl_memory, rl_items, rl_valid)
+        evaluation, exploration = self.evaluate_and_explore(eval_key, explore_key, population.members, state.learner,
+                                                            state.frames, config)
+        fitness = evaluation.fitness
+        population = population.replace(memories=memories_add(population.memories, evaluation.transitions,
+                                                              evaluation.valid))
+        replay = ring_add(state.replay, _flatten(evaluation.transitions), evaluation.valid.reshape(-1))
+        replay = ring_add(replay, exploration.transitions, exploration.valid)
+        rl_memory = ring_add(state.evolution.rl_memory, exploration.transitions, exploration.valid)
         champion = jax.tree.map(lambda x: x[jnp.argmax(fitness)], population.members)
 
         q_fn = lambda s, a: self.learner.q1(state.learner.critic, s, a)
@@ -230,8 +256,8 @@ class Trainer:
                                   state.evolution.rl_slot)
         selection = state.evolution.selection.update(info.plan.rl_outcome)
 
-        generation_frames = population_frames + rl_frames
-        learner_state, losses = self.train_learner(train_key, learner_state, replay, generation_frames, config)
+        generation_frames = evaluation.frames + exploration.frames
+        learner_state, losses = self.train_learner(train_key, exploration.learner, replay, generation_frames, config)
         champion_test, rl_test = self.test_actors((champion_key, test_key), (champion, learner_state.actor))
 
         generation = state.generation + 1
@@ -254,9 +280,10 @@ class Trainer:
     def learner_generation(self, state: TrainState, config: Config):
         """DDPG or TD3 alone: one exploration episode, one update per stored frame, a test."""
         key, explore_key, train_key, test_key = jax.random.split(state.key, 4)
-        items, valid, frames, learner_state = self.explore(explore_key, state.learner, state.frames, config)
-        replay = ring_add(state.replay, items, valid)
-        learner_state, losses = self.train_learner(train_key, learner_state, replay, frames, config)
+        exploration = self.explore(explore_key, state.learner, state.frames, config)
+        frames = exploration.frames
+        replay = ring_add(state.replay, exploration.transitions, exploration.valid)
+        learner_state, losses = self.train_learner(train_key, exploration.learner, replay, frames, config)
         rl_test = self.test_actor(test_key, learner_state.actor)
         new_state = state.replace(replay=replay, learner=learner_state, generation=state.generation + 1,
                                   frames=state.frames + frames, key=key)

@@ -11,7 +11,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from pderl_jax.config import Config, ConfigError, from_dict, to_dict, validate
+from pderl_jax.config import RECORDED_BACKENDS, Config, ConfigError, from_dict, to_dict, validate
 from pderl_jax.envs import Environment, make_environment
 from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, CheckpointOptions, Checkpointer
 from pderl_jax.training.driver import RunOptions
@@ -32,9 +32,10 @@ def environment_record(env: Environment) -> dict:
 
 def environment_from_record(record: dict, task: str) -> Environment:
     """The environment a `config.json` environment record describes (inverse of `environment_record`).
-    Records of version 0.2.0 name brax's physics pipeline as the backend."""
-    backend, length = record["backend"], record["episode_length"]
-    if "physics" in record or backend not in ("gymnasium", "mjx"):
+    Records of version 0.2.0 name brax's physics pipeline as the backend, records before 0.8 native
+    MuJoCo "gymnasium"."""
+    backend, length = RECORDED_BACKENDS.get(record["backend"], record["backend"]), record["episode_length"]
+    if "physics" in record or backend not in ("native", "mjx"):
         return make_environment(task, "brax", physics=record.get("physics", backend), episode_length=length)
     return make_environment(task, backend, episode_length=length, options=record.get("options"))
 

@@ -47,11 +47,11 @@ class HostState:
     obs: jax.Array  # [N, obs_dim]; the simulator state itself lives on the host
 
 
-class GymnasiumEnvironment(Environment):
+class NativeEnvironment(Environment):
     """A Gymnasium MuJoCo task stepped on the host, N episodes at a time."""
 
     batched = True
-    backend = "gymnasium"
+    backend = "native"
 
     def __init__(self, task: str, episode_length: int = 1000, **env_kwargs):
         self.task = resolve_task(task)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pderl_jax.config import ConfigError
-from pderl_jax.envs import GymnasiumEnvironment, make_environment, resolve_task, rollout
+from pderl_jax.envs import NativeEnvironment, make_environment, resolve_task, rollout
 
 
 def reset_seeds(key, n):
@@ -29,7 +29,7 @@ def fixed_actions_policy(actions):
 def test_returns_and_lengths_match_gymnasium_stepped_by_hand(env_id, horizon):
     rng = np.random.default_rng()
     seed = int(rng.integers(2**31))
-    env = GymnasiumEnvironment(env_id, episode_length=horizon)
+    env = NativeEnvironment(env_id, episode_length=horizon)
     actions = rng.uniform(-1, 1, (horizon, env.action_dim)).astype(np.float32)
     key = jax.random.key(seed)
     result, _ = jax.jit(lambda k: rollout(env, k, 3, fixed_actions_policy(actions), jnp.int32(0)))(key)
@@ -60,7 +60,7 @@ def test_returns_and_lengths_match_gymnasium_stepped_by_hand(env_id, horizon):
 
 
 def test_same_key_same_episodes_different_key_different_episodes():
-    env = GymnasiumEnvironment("walker2d", episode_length=20)
+    env = NativeEnvironment("walker2d", episode_length=20)
     policy = lambda carry, obs, key, alive: (jax.random.uniform(key, (obs.shape[0], env.action_dim), minval=-1), carry)
     run = jax.jit(lambda k: rollout(env, k, 2, policy, None)[0].episode_return)
     a, b, c = run(jax.random.key(4)), run(jax.random.key(4)), run(jax.random.key(5))
@@ -74,9 +74,23 @@ def test_task_names_and_errors():
     with pytest.raises(ConfigError, match="unknown task 'Humanoid-v5'.*HalfCheetah-v5"):
         resolve_task("Humanoid-v5")
     with pytest.raises(ConfigError, match="applies to the brax backend only"):
-        make_environment("hopper", "gymnasium", physics="spring")
+        make_environment("hopper", "native", physics="spring")
     with pytest.raises(ConfigError, match="choose one of mjx, native, brax"):
         make_environment("hopper", "bullet")
-    assert make_environment("hopper", "native").backend == "gymnasium"  # "native" names the same backend
-    env = make_environment("Ant-v5", "gymnasium")
+    env = make_environment("Ant-v5", "native")
     assert (env.task, env.action_dim) == ("ant", 8) and env.obs_dim == gym.make("Ant-v5").observation_space.shape[0]
+
+
+def test_runs_recorded_with_the_old_name_of_native_mujoco_still_load():
+    """Records before 0.8 name the native backend "gymnasium"; they rebuild the native task and are
+    labelled native."""
+    from pderl_jax.analysis.curves import backend_label
+    from pderl_jax.training.run_folder import environment_from_record, environment_record
+
+    old = {"name": "hopper", "backend": "gymnasium", "episode_length": 20}
+    env = environment_from_record(old, "hopper")
+    assert env.backend == "native" and env.batched and env.episode_length == 20
+    assert environment_record(env) == {**old, "backend": "native"}
+    assert backend_label(old) == backend_label(environment_record(env)) == "native"
+    assert backend_label({"backend": "brax", "physics": "spring"}) == "brax spring"
+

@@ -3,7 +3,8 @@
 DDPG step (official `DDPG.update_parameters`): critic regression to r + gamma (1 - done) Q'(s',
 mu'(s')), gradient norm clipped to 10, Adam; then the actor ascends Q of the *just-updated*
 critic, clipped, Adam; then both targets move by tau. TD3 adds twin critics (min target), target
-policy smoothing and a delayed actor/target update. N steps run as one `lax.scan`.
+policy smoothing and a delayed actor/target update. N steps (a traced count: one per stored frame)
+run as one `lax.fori_loop`.
 """
 
 from __future__ import annotations
