@@ -425,7 +425,14 @@ def start_processes(args) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pderl-jax", description="PDERL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add_command in (add_train_parser, add_sweep_parser, add_analyze_parser, add_evaluate_and_render_parsers,
+                        add_compare_parser, add_plot_and_memory_parsers):
+        add_command(sub)
+    return parser
 
+
+def add_train_parser(sub) -> None:
+    """`pderl-jax train`."""
     train = sub.add_parser("train", help="train on a Gymnasium v5 MuJoCo task until the frame budget is used")
     train.add_argument("--env", default=None, metavar="TASK",
                        help=f"task: {', '.join(TASKS)}, or its Gymnasium id such as HalfCheetah-v5 (the same "
@@ -454,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_flag(train, "override any config value, e.g. evolution.pop_size=20 learner.tau=0.005")
     add_process_flags(train)
 
+
+def add_sweep_parser(sub) -> None:
+    """`pderl-jax sweep`."""
     sweep = sub.add_parser("sweep", help="several seeds and float hyperparameters as one vmapped program")
     sweep.add_argument("--env", default=None,
                        help=f"task: {', '.join(TASKS)} or a Gymnasium id (default halfcheetah)")
@@ -471,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_flag(sweep, "override any config value for all runs")
     add_process_flags(sweep)
 
+
+def add_analyze_parser(sub) -> None:
+    """`pderl-jax analyze`."""
     analyze = sub.add_parser("analyze", help="operator diagnostics of a run's saved population (paper Figs 1-9, 11)")
     analyze.add_argument("run", type=Path, help="a results folder written by pderl-jax train")
     analyze.add_argument("--draws", type=int, default=10, help="parent pairs / parents drawn per operator (default 10)")
@@ -480,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--seed", type=int, default=0, help="random seed of the study")
     analyze.add_argument("--out", type=Path, default=None, help="output folder (default RUN/analysis)")
 
+
+def add_evaluate_and_render_parsers(sub) -> None:
+    """`pderl-jax evaluate` and `pderl-jax render`: the same source flags."""
     for name, help_text in (("evaluate", "test episodes of a run's champion and RL actor (mean and std return)"),
                             ("render", "one episode of a run's champion as a GIF/MP4 of MuJoCo frames (brax: also "
                                        "its HTML viewer)")):
@@ -505,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "imageio[ffmpeg]); default RUN/episode.html or .gif")
             command.add_argument("--max-steps", type=int, default=None, help="stop the episode after this many steps")
 
+
+def add_compare_parser(sub) -> None:
+    """`pderl-jax compare`."""
     comparison = sub.add_parser("compare", help="methods x seeds on one task: the paper's Table 1 and Figure 4")
     comparison.add_argument("--env", default=None, metavar="TASK",
                             help="a task name or a Gymnasium id (default halfcheetah)")
@@ -527,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_flag(comparison, "override a setting for every method except PPO")
     add_process_flags(comparison)
 
+
+def add_plot_and_memory_parsers(sub) -> None:
+    """`pderl-jax plot` and `pderl-jax memory`."""
     plot = sub.add_parser("plot", help="learning curves (95%% interval across seeds), population spread and RL "
                                        "selection rates of runs, as PNG")
     plot.add_argument("runs", type=Path, nargs="+", help="run folders, sweep folders or folders of runs")
@@ -538,7 +560,6 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--action-dim", type=int, default=6)
     add_algorithm_flags(memory, "pderl", "mode (default pderl)", "off-policy learner")
     add_set_flag(memory)
-    return parser
 
 
 # Each command's handler takes the parsed arguments and the --set overrides.

@@ -310,6 +310,16 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 def validate(config: Config) -> None:
     """Reject impossible or unknown settings with a message that names the fix."""
+    _validate_choices_and_numbers(config)
+    _validate_mode(config)
+    _validate_counts(config)
+    _validate_population(config.evolution)
+    _validate_learner(config.learner)
+    _validate_ranges(config)
+
+
+def _validate_choices_and_numbers(config: Config) -> None:
+    """Every choice is a known one and every float finite."""
     for dotted, allowed in CHOICES.items():
         value = _get(config, dotted)
         if value not in allowed:
@@ -319,7 +329,11 @@ def validate(config: Config) -> None:
             value = getattr(getattr(config, name), field.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{name}.{field.name} = {value} must be a finite number")
-    evo, learner, net = config.evolution, config.learner, config.network
+
+
+def _validate_mode(config: Config) -> None:
+    """A learner-only mode trains its own learner."""
+    learner = config.learner
     if config.mode in LEARNER_MODES and learner.algorithm != config.mode:
         if get_preset(config.preset).algorithm == learner.algorithm:
             fix = (f"preset {config.preset!r} is a {learner.algorithm} learner: pick a {config.mode} preset "
@@ -330,6 +344,10 @@ def validate(config: Config) -> None:
             f"mode {config.mode!r} trains the {config.mode} learner alone, but learner.algorithm = "
             f"{learner.algorithm!r}; {fix} or pick an evolutionary mode ({', '.join(EVOLUTIONARY_MODES)})"
         )
+
+
+def _validate_counts(config: Config) -> None:
+    """Sizes and counts are positive."""
     for dotted in ("frames", "evolution.pop_size", "evolution.num_evals", "evolution.sync_period",
                    "evolution.tournament_size", "evolution.genetic_memory_capacity", "evolution.distill_batch_size",
                    "evolution.distill_epochs", "evolution.proximal_batch_size", "evolution.distance_batch_size",
@@ -337,6 +355,10 @@ def validate(config: Config) -> None:
                    "learner.policy_delay", "network.critic_input_width", "network.critic_hidden_width"):
         if _get(config, dotted) <= 0:
             raise ConfigError(f"{dotted} = {_get(config, dotted)} must be a positive integer")
+
+
+def _validate_population(evo: EvolutionConfig) -> None:
+    """The population, its elites and its genetic memories fit together."""
     if evo.pop_size < 2:
         raise ConfigError(f"evolution.pop_size = {evo.pop_size}: a population needs at least 2 members")
     if not 0.0 < evo.elite_fraction < 1.0:
@@ -349,6 +371,10 @@ def validate(config: Config) -> None:
         )
     if evo.genetic_memory_capacity < 2:
         raise ConfigError("evolution.genetic_memory_capacity must be at least 2 (children inherit half from each parent)")
+
+
+def _validate_learner(learner: LearnerConfig) -> None:
+    """The learner's update count and batches fit the replay buffer."""
     if learner.updates_per_generation < 0:
         raise ConfigError(f"learner.updates_per_generation = {learner.updates_per_generation} must be >= 0 "
                           "(0: learner.updates_per_frame updates per stored frame)")
@@ -360,6 +386,11 @@ def validate(config: Config) -> None:
             f"{learner.batch_size}: a batch is drawn without replacement, so the replay must hold at "
             "least a batch before learning starts (official: 5 x batch size = 640)"
         )
+
+
+def _validate_ranges(config: Config) -> None:
+    """Rates, probabilities, noise scales, widths and init scales lie in their ranges."""
+    evo, learner = config.evolution, config.learner
     for dotted in ("learner.actor_lr", "learner.critic_lr", "evolution.distill_lr"):
         if not _get(config, dotted) > 0:
             raise ConfigError(f"{dotted} = {_get(config, dotted)} must be > 0")

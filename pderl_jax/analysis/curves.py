@@ -317,6 +317,30 @@ def _json_floats(values) -> list:
     return [float(v) if math.isfinite(v) else None for v in np.asarray(values, np.float64)]
 
 
+@dataclasses.dataclass
+class CurveSet:
+    """Groups of runs with their curves on shared grids: what every figure of `plot_runs` draws."""
+
+    groups: dict[str, list[RunRecord]]
+    colours: dict[str, object]
+    grids: dict[str, np.ndarray]  # axis -> grid
+    stats: dict  # label -> axis -> quantity -> curves, for the quantities some run of the group logged
+
+    @property
+    def population_groups(self) -> list[str]:
+        return [label for label, runs in self.groups.items() if any(r.has_population for r in runs)]
+
+
+def curve_set(records: list[RunRecord]) -> CurveSet:
+    groups = group_runs(records)
+    grids = {axis: _grid(records, axis) for axis in QUANTITIES}
+    stats = {label: {axis: {q: group_curves(runs, axis, q, grids[axis]) for q in quantities
+                            if any(np.isfinite(r.metrics[q]).any() for r in runs)}
+                     for axis, quantities in QUANTITIES.items()}
+             for label, runs in groups.items()}
+    return CurveSet(groups, dict(zip(groups, _colours(len(groups)))), grids, stats)
+
+
 def plot_runs(paths, out_dir: str | os.PathLike) -> list[Path]:
     """Curves of every group of runs under `paths` (see `find_runs`) into `out_dir`; returns the files written.
 
@@ -333,96 +357,103 @@ def plot_runs(paths, out_dir: str | os.PathLike) -> list[Path]:
                           f": the runs found have no metrics rows yet")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    groups = group_runs(records)
-    colours = dict(zip(groups, _colours(len(groups))))
-    grids = {axis: _grid(records, axis) for axis in QUANTITIES}
-    # label -> axis -> quantity -> curves, for the quantities that some run of the group logged
-    stats = {label: {axis: {q: group_curves(runs, axis, q, grids[axis]) for q in quantities
-                            if any(np.isfinite(r.metrics[q]).any() for r in runs)}
-                     for axis, quantities in QUANTITIES.items()}
-             for label, runs in groups.items()}
-    population_groups = [label for label, runs in groups.items() if any(r.has_population for r in runs)]
-    written = []
+    curves = curve_set(records)
+    written = [_plot_learning_curves(curves, out_dir / "learning_curves.png")]
+    if curves.population_groups:
+        written.append(_plot_population_spread(curves, out_dir / "population_spread.png"))
+    rate_groups = [label for label, runs in curves.groups.items() if any(r.has_selection_rates for r in runs)]
+    if rate_groups:
+        written.append(_plot_selection_rates(curves, rate_groups, out_dir / "selection_rates.png"))
+    json_path = out_dir / "curves.json"
+    json_path.write_text(json.dumps(_curves_summary(curves, written), indent=1))
+    return [*written, json_path]
 
-    # learning curves: champion (solid, band) and RL actor (dashed) vs frames and vs seconds
+
+def _plot_learning_curves(c: CurveSet, path: Path) -> Path:
+    """Champion test return (solid, band) and the RL actor's (dashed) vs frames and vs seconds."""
     fig, axes = new_figure(12, 4.4, ncols=2)
     for ax, axis, xlabel in zip(axes, ("frames", "wall_s"), ("frames", "wall-clock seconds")):
-        for label, runs in groups.items():
-            curves = stats[label][axis]
+        for label, runs in c.groups.items():
+            curves = c.stats[label][axis]
             if "champion_test" in curves:
-                _band(ax, grids[axis], curves["champion_test"], colours[label], f"{label} ({_runs(runs)})", len(runs))
-            if label in population_groups and "rl_test" in curves:  # learner-only modes: the RL actor is the champion
-                _band(ax, grids[axis], curves["rl_test"], colours[label], None, len(runs), "--", band=False)
+                _band(ax, c.grids[axis], curves["champion_test"], c.colours[label], f"{label} ({_runs(runs)})",
+                      len(runs))
+            if label in c.population_groups and "rl_test" in curves:  # learner-only: the RL actor is the champion
+                _band(ax, c.grids[axis], curves["rl_test"], c.colours[label], None, len(runs), "--", band=False)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test return")
         ax.grid(alpha=0.3)
-    if population_groups:
+    if c.population_groups:
         axes[0].plot([], [], color="grey", linestyle="--", label="RL actor (dashed)")
     axes[0].legend(fontsize=8)
     axes[0].set_title("champion test return (mean, 95% band of the mean)")
     axes[1].set_title("against wall-clock time")
-    written.append(save_figure(fig, out_dir / "learning_curves.png"))
+    return save_figure(fig, path)
 
-    if population_groups:
-        ncols = min(3, len(population_groups))
-        nrows = math.ceil(len(population_groups) / ncols)
-        fig, axes = new_figure(4.6 * ncols, 3.6 * nrows, ncols=ncols, nrows=nrows, sharey=True)
-        for ax, label in zip(axes, population_groups):
-            curves, colour, x = stats[label]["frames"], colours[label], grids["frames"]
-            if "pop_min" in curves and "pop_max" in curves:
-                ax.fill_between(x, curves["pop_min"]["mean"], curves["pop_max"]["mean"], color=colour, alpha=0.2,
-                                step="post", linewidth=0, label="pop min..max")
-            if "pop_mean" in curves:
-                _band(ax, x, curves["pop_mean"], colour, "pop mean", len(groups[label]), band=False)
-            if "champion_test" in curves:
-                _band(ax, x, curves["champion_test"], "black", "champion test", len(groups[label]), ":", band=False)
-            ax.set_title(f"{label} ({_runs(groups[label])})", fontsize=9)
-            ax.set_xlabel("frames")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        for ax in axes[len(population_groups):]:
-            ax.set_visible(False)
-        axes[0].set_ylabel("fitness (mean over runs)")
-        fig.suptitle("Population fitness spread")
-        written.append(save_figure(fig, out_dir / "population_spread.png"))
 
-    rate_groups = [label for label, runs in groups.items() if any(r.has_selection_rates for r in runs)]
-    if rate_groups:
-        fig, axes = new_figure(13, 3.8, ncols=3, sharey=True)
-        for ax, column in zip(axes, RATE_COLUMNS):
-            for label in rate_groups:
-                if column in stats[label]["frames"]:
-                    _band(ax, grids["frames"], stats[label]["frames"][column], colours[label], label,
-                          len(groups[label]))
-            ax.set_title(column.replace("_", " ").replace("rate", "share"))
-            ax.set_xlabel("frames")
-            ax.set_ylim(-0.02, 1.02)
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel("share of RL-actor syncs")
-        axes[0].legend(fontsize=8)
-        fig.suptitle("Selection of the synced RL actor (paper Figure 11), mean and 95% band")
-        written.append(save_figure(fig, out_dir / "selection_rates.png"))
+def _plot_population_spread(c: CurveSet, path: Path) -> Path:
+    """Per group with a population: the mean pop_min..pop_max band, pop_mean and the champion."""
+    labels = c.population_groups
+    ncols = min(3, len(labels))
+    nrows = math.ceil(len(labels) / ncols)
+    fig, axes = new_figure(4.6 * ncols, 3.6 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+    for ax, label in zip(axes, labels):
+        curves, colour, x, n = c.stats[label]["frames"], c.colours[label], c.grids["frames"], len(c.groups[label])
+        if "pop_min" in curves and "pop_max" in curves:
+            ax.fill_between(x, curves["pop_min"]["mean"], curves["pop_max"]["mean"], color=colour, alpha=0.2,
+                            step="post", linewidth=0, label="pop min..max")
+        if "pop_mean" in curves:
+            _band(ax, x, curves["pop_mean"], colour, "pop mean", n, band=False)
+        if "champion_test" in curves:
+            _band(ax, x, curves["champion_test"], "black", "champion test", n, ":", band=False)
+        ax.set_title(f"{label} ({_runs(c.groups[label])})", fontsize=9)
+        ax.set_xlabel("frames")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(labels):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("fitness (mean over runs)")
+    fig.suptitle("Population fitness spread")
+    return save_figure(fig, path)
 
-    summary = {
+
+def _plot_selection_rates(c: CurveSet, labels: list[str], path: Path) -> Path:
+    """The synced RL actor's elite / selected / discarded shares per evolutionary group (Figure 11)."""
+    fig, axes = new_figure(13, 3.8, ncols=3, sharey=True)
+    for ax, column in zip(axes, RATE_COLUMNS):
+        for label in labels:
+            if column in c.stats[label]["frames"]:
+                _band(ax, c.grids["frames"], c.stats[label]["frames"][column], c.colours[label], label,
+                      len(c.groups[label]))
+        ax.set_title(column.replace("_", " ").replace("rate", "share"))
+        ax.set_xlabel("frames")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of RL-actor syncs")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Selection of the synced RL actor (paper Figure 11), mean and 95% band")
+    return save_figure(fig, path)
+
+
+def _curves_summary(c: CurveSet, written: list[Path]) -> dict:
+    """What `curves.json` holds: the grids and, per group and quantity, mean / low / high / n."""
+    return {
         "confidence": CONFIDENCE,
-        "grid": {axis: _json_floats(grid) for axis, grid in grids.items()},
+        "grid": {axis: _json_floats(grid) for axis, grid in c.grids.items()},
         "groups": {
             label: {
-                "runs": [str(r.path) for r in groups[label]],
-                "seeds": [r.seed for r in groups[label]],
-                **_group_parts(groups[label][0]),
-                **{axis: {q: {k: (_json_floats(c[k]) if k != "n" else c[k].tolist())
+                "runs": [str(r.path) for r in runs],
+                "seeds": [r.seed for r in runs],
+                **_group_parts(runs[0]),
+                **{axis: {q: {k: (_json_floats(curve[k]) if k != "n" else curve[k].tolist())
                               for k in ("mean", "low", "high", "n")}
-                          for q, c in per_axis.items()}
-                   for axis, per_axis in stats[label].items()},
+                          for q, curve in per_axis.items()}
+                   for axis, per_axis in c.stats[label].items()},
             }
-            for label in groups
+            for label, runs in c.groups.items()
         },
         "figures": [p.name for p in written],
     }
-    json_path = out_dir / "curves.json"
-    json_path.write_text(json.dumps(summary, indent=1))
-    return [*written, json_path]
 
 
 def plot_single_run(run_dir: str | os.PathLike) -> Path:

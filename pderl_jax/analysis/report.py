@@ -78,67 +78,83 @@ def summarise(study: OperatorStudy) -> dict:
 def write_figures(study: OperatorStudy, summary: dict, out_dir: Path) -> list[Path]:
     """The Figure 1/2/5/6/7/8/9-style PNGs; returns their paths."""
     study = _numpy(study)
-    draws, kl = summary["draws"], summary["kl"]
-    paths = []
+    draws, n = summary["draws"], summary["normalised_fitness"]
+    return [
+        _fitness_bars(out_dir / "crossover_fitness.png", draws, [np.ones(draws), n["parent2"], n["distilled"],
+                      n["npoint"]], ["parent 1", "parent 2", "distillation child", "n-point child"],
+                      "Crossover offspring fitness, normalised by parent 1 (paper Figure 5)"),
+        _fitness_bars(out_dir / "mutation_fitness.png", draws, [np.ones(draws), n["proximal"], n["gaussian"]],
+                      ["parent", "proximal child", "Gaussian child"],
+                      "Mutation offspring fitness, normalised by the parent (paper Figure 7)"),
+        _crossover_states(study, summary, out_dir / "crossover_states.png"),
+        _mutation_states(study, summary, out_dir / "mutation_states.png"),
+        _kl_by_magnitude(summary["kl_by_magnitude"], out_dir / "kl_by_magnitude.png"),
+    ]
 
-    def bars(name, groups, labels, title):
-        crossover = name.startswith("crossover")
-        fig, (ax,) = new_figure(10, 3.6)
-        width = 0.8 / len(groups)
-        x = np.arange(draws)
-        for i, (values, label) in enumerate(zip(groups, labels)):
-            ax.bar(x + (i - (len(groups) - 1) / 2) * width, np.nan_to_num(values), width, label=label)
-        ax.axhline(1.0, color="black", lw=0.6)
-        ax.set_xticks(x, [f"{'pair' if crossover else 'parent'} {i + 1}" for i in x])
-        ax.set_ylabel("fitness / parent" + (" 1" if crossover else ""))
-        ax.set_title(title)
-        ax.legend(ncol=len(groups), fontsize=8)
-        paths.append(save_figure(fig, out_dir / name))
 
-    n = summary["normalised_fitness"]
-    bars("crossover_fitness.png", [np.ones(draws), n["parent2"], n["distilled"], n["npoint"]],
-         ["parent 1", "parent 2", "distillation child", "n-point child"],
-         "Crossover offspring fitness, normalised by parent 1 (paper Figure 5)")
-    bars("mutation_fitness.png", [np.ones(draws), n["proximal"], n["gaussian"]],
-         ["parent", "proximal child", "Gaussian child"],
-         "Mutation offspring fitness, normalised by the parent (paper Figure 7)")
+def _fitness_bars(path: Path, draws: int, groups, labels, title: str) -> Path:
+    """Offspring fitness per draw, normalised by (the first) parent, one bar per group."""
+    crossover = path.name.startswith("crossover")
+    fig, (ax,) = new_figure(10, 3.6)
+    width = 0.8 / len(groups)
+    x = np.arange(draws)
+    for i, (values, label) in enumerate(zip(groups, labels)):
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, np.nan_to_num(values), width, label=label)
+    ax.axhline(1.0, color="black", lw=0.6)
+    ax.set_xticks(x, [f"{'pair' if crossover else 'parent'} {i + 1}" for i in x])
+    ax.set_ylabel("fitness / parent" + (" 1" if crossover else ""))
+    ax.set_title(title)
+    ax.legend(ncol=len(groups), fontsize=8)
+    return save_figure(fig, path)
 
-    def state_contours(name, parents, parent_labels, children, titles, suptitle):
-        """One panel per child: contours of the parents' and the child's visited states."""
-        colours = ["tab:blue", "tab:green"][:len(parents)] + ["tab:red"]
-        fig, axes = new_figure(10, 4.2, ncols=2)
-        for ax, child, title in zip(axes, children, titles):
-            samples = [*parents, child]
-            extent = common_extent(*samples)
-            for states, colour in zip(samples, colours):
-                if len(states) >= 4:
-                    gx, gy, density = density_grid(states, extent)
-                    ax.contour(gx, gy, density, levels=6, colors=colour, linewidths=0.8)
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("state dim 0")
-            ax.set_ylabel("state dim 1")
-            for colour, label in zip(colours, [*parent_labels, "child"]):
-                ax.plot([], [], color=colour, label=label)
-            ax.legend(fontsize=7)
-        fig.suptitle(suptitle)
-        paths.append(save_figure(fig, out_dir / name))
 
-    # The draws shown: those with the fittest parent 1 / parent.
+def _state_contours(path: Path, parents, parent_labels, children, titles, suptitle: str) -> Path:
+    """One panel per child: contours of the parents' and the child's visited states."""
+    colours = ["tab:blue", "tab:green"][:len(parents)] + ["tab:red"]
+    fig, axes = new_figure(10, 4.2, ncols=2)
+    for ax, child, title in zip(axes, children, titles):
+        samples = [*parents, child]
+        extent = common_extent(*samples)
+        for states, colour in zip(samples, colours):
+            if len(states) >= 4:
+                gx, gy, density = density_grid(states, extent)
+                ax.contour(gx, gy, density, levels=6, colors=colour, linewidths=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("state dim 0")
+        ax.set_ylabel("state dim 1")
+        for colour, label in zip(colours, [*parent_labels, "child"]):
+            ax.plot([], [], color=colour, label=label)
+        ax.legend(fontsize=7)
+    fig.suptitle(suptitle)
+    return save_figure(fig, path)
+
+
+def _crossover_states(study: OperatorStudy, summary: dict, path: Path) -> Path:
+    """The pair with the fittest parent 1: its parents' and both children's visited states."""
+    kl = summary["kl"]
     d = int(np.argmax(summary["crossover"]["parent1_fitness"]))
-    state_contours("crossover_states.png", [visited_states(study.population, p) for p in study.crossover_parents[d]],
-                   ["parent 1", "parent 2"], [visited_states(study.distilled, d), visited_states(study.npoint, d)],
-                   [f"Q-filtered distillation (KL p1||c {kl['distilled_from_parent1'][d]:.2f}, "
-                    f"p2||c {kl['distilled_from_parent2'][d]:.2f})",
-                    f"n-point (KL p1||c {kl['npoint_from_parent1'][d]:.2f}, p2||c {kl['npoint_from_parent2'][d]:.2f})"],
-                   f"State visitation of parents and crossover children, pair {d + 1} (paper Figures 1 and 6)")
-    d = int(np.argmax(summary["mutation"]["parent_fitness"]))
-    state_contours("mutation_states.png", [visited_states(study.population, study.mutation_parents[d])], ["parent"],
-                   [visited_states(study.proximal, d), visited_states(study.gaussian, d)],
-                   [f"proximal mutation (KL {kl['proximal'][d]:.2f})",
-                    f"Gaussian mutation (KL {kl['gaussian'][d]:.2f})"],
-                   f"State visitation of a parent and its mutated children, parent {d + 1} (paper Figures 2 and 8)")
+    return _state_contours(
+        path, [visited_states(study.population, p) for p in study.crossover_parents[d]], ["parent 1", "parent 2"],
+        [visited_states(study.distilled, d), visited_states(study.npoint, d)],
+        [f"Q-filtered distillation (KL p1||c {kl['distilled_from_parent1'][d]:.2f}, "
+         f"p2||c {kl['distilled_from_parent2'][d]:.2f})",
+         f"n-point (KL p1||c {kl['npoint_from_parent1'][d]:.2f}, p2||c {kl['npoint_from_parent2'][d]:.2f})"],
+        f"State visitation of parents and crossover children, pair {d + 1} (paper Figures 1 and 6)")
 
-    sweep = summary["kl_by_magnitude"]
+
+def _mutation_states(study: OperatorStudy, summary: dict, path: Path) -> Path:
+    """The fittest parent: its and both mutated children's visited states."""
+    kl = summary["kl"]
+    d = int(np.argmax(summary["mutation"]["parent_fitness"]))
+    return _state_contours(
+        path, [visited_states(study.population, study.mutation_parents[d])], ["parent"],
+        [visited_states(study.proximal, d), visited_states(study.gaussian, d)],
+        [f"proximal mutation (KL {kl['proximal'][d]:.2f})", f"Gaussian mutation (KL {kl['gaussian'][d]:.2f})"],
+        f"State visitation of a parent and its mutated children, parent {d + 1} (paper Figures 2 and 8)")
+
+
+def _kl_by_magnitude(sweep: dict, path: Path) -> Path:
+    """KL and child fitness against the mutation magnitude (Figure 9)."""
     fig, axes = new_figure(10, 3.8, ncols=2)
     axes[0].plot(sweep["sigmas"], sweep["proximal_kl"], "o-", label="proximal (sigma)")
     axes[0].plot(sweep["sigmas"], sweep["gaussian_kl"], "s-", label="Gaussian (strength)")
@@ -152,8 +168,7 @@ def write_figures(study: OperatorStudy, summary: dict, out_dir: Path) -> list[Pa
         ax.set_xlabel("mutation magnitude")
         ax.legend(fontsize=8)
     fig.suptitle("Behaviour change against mutation magnitude (paper Figure 9)")
-    paths.append(save_figure(fig, out_dir / "kl_by_magnitude.png"))
-    return paths
+    return save_figure(fig, path)
 
 
 def plot_selection_rates(metrics_csv: Path, out_path: Path) -> Path | None:
