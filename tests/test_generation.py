@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from toy_envs import CounterEnv
 
-from pderl_jax.config import load_config
+from pderl_jax.config import ConfigError, load_config
 from pderl_jax.envs import rollout
 from pderl_jax.learner.noise import exploration_noise
 from pderl_jax.training import Trainer
@@ -202,3 +202,12 @@ def test_the_two_batched_rollouts_equal_the_four_separate_ones():
     test = jax.jit(trainer.test_actor)
     close(metrics.champion_test, test(champion_key, champion), "champion test")
     close(metrics.rl_test, test(test_key, after.learner.actor), "RL test")
+
+
+def test_an_environment_that_does_not_subclass_environment_is_refused_naming_the_fix():
+    class Bare:
+        obs_dim, action_dim, episode_length = 3, 1, 10
+
+    with pytest.raises(ConfigError, match=r"Bare is not a pderl_jax.envs.Environment: subclass it"):
+        Trainer(load_config("hopper"), Bare())
+

@@ -38,7 +38,7 @@ from flax import struct
 from pderl_jax.config import ConfigError
 from pderl_jax.envs.native_env import GYMNASIUM_IDS
 from pderl_jax.envs.mjx_env import MjxEnvironment, MjxState
-from pderl_jax.envs.rollout import rollout
+from pderl_jax.envs.rollout import Environment, rollout
 from rollout_reference import masked_scan_rollout
 
 TASKS = ("swimmer", "halfcheetah", "hopper", "walker2d", "ant")
@@ -96,7 +96,7 @@ class ProbeState:
     obs: jax.Array
 
 
-class Probe:
+class Probe(Environment):
     """The MJX task with its physics state (qpos, qvel, qacc_warmstart, xpos of body 1) appended to
     every observation, so that a rollout also says where each step started."""
 

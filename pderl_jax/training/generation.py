@@ -25,7 +25,7 @@ from flax import struct
 
 from pderl_jax.buffers import RingBuffer, memories_add, ring_add, ring_init
 from pderl_jax.buffers.ring import Transition
-from pderl_jax.config import Config
+from pderl_jax.config import Config, ConfigError
 from pderl_jax.envs.rollout import (Environment, Policy, Rollout, episode_major, initial_state_keys, rollout,
                                     side_by_side)
 from pderl_jax.learner.off_policy import Learner, LearnerState
@@ -102,6 +102,9 @@ class Trainer:
     """
 
     def __init__(self, config: Config, env: Environment):
+        if not isinstance(env, Environment):
+            raise ConfigError(f"{type(env).__name__} is not a pderl_jax.envs.Environment: subclass it (class "
+                              f"{type(env).__name__}(Environment)), which declares every attribute training reads")
         self.config = config
         self.env = env
         self.actor = make_actor(env.action_dim, config.network)
