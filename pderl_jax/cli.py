@@ -10,6 +10,7 @@ from pathlib import Path
 from pderl_jax.config import (MODES, SEEDS_HELP, TASKS, ConfigError, TrainingDiverged, load_config, parse_seeds,
                               with_overrides)
 from pderl_jax.presets import PRESETS, describe_presets
+from pderl_jax.experiments.ppo_presets import PPO_PRESETS
 from pderl_jax.envs import BACKENDS
 from pderl_jax.envs.brax_env import PHYSICS
 
@@ -256,6 +257,7 @@ def run_compare(args, overrides: dict) -> int:
     else:
         if args.resume is not None:
             refuse_given_on_resume(args, "config.json", [("--methods", args.methods), ("--seeds", args.seeds),
+                                                        ("--ppo-preset", args.ppo_preset),
                                                         ("--frames", args.frames), ("--set", overrides or None)],
                                    "nothing else may change")
             record = read_comparison(args.resume)
@@ -275,7 +277,8 @@ def run_compare(args, overrides: dict) -> int:
         print(f"pderl-jax compare: {', '.join(methods)} on {env.description}, seeds {seeds}, {frames} frames -> {out}"
               f"\n  {backend}")
         summary = compare(task, env, methods, seeds, frames, out, overrides, force=args.force,
-                          progress=not args.no_progress, resume=args.resume is not None, presets=presets)
+                          progress=not args.no_progress, resume=args.resume is not None, presets=presets,
+                          ppo_preset=args.ppo_preset)
         if summary.get("interrupted"):
             return 130
     print(f"table: {out}/table.md, figure: {out}/figure4.png")
@@ -543,6 +546,9 @@ def add_compare_parser(sub) -> None:
                             help="continue the comparison in DIR (stopped with Ctrl-C): finished methods are kept, "
                                  "the stopped one continues from its checkpoints, the rest run")
     add_preset_flag(comparison, " of every method except PPO")
+    comparison.add_argument("--ppo-preset", default=None, metavar="|".join(PPO_PRESETS),
+                            help="PPO's settings (default cleanrl: CleanRL's ppo_continuous_action, which is Baselines' "
+                                 "ppo2 for MuJoCo; brax-notebook: brax's notebook, scaled to the budget)")
     add_set_flag(comparison, "override a setting for every method except PPO")
     add_process_flags(comparison)
 

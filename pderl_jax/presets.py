@@ -146,14 +146,22 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
+# PPO's presets are brax PPO settings (experiments/ppo_presets.py); these name its default and the one
+# PPO ran on before PPO presets (0.8).
+PPO_DEFAULT_PRESET = "cleanrl"
+PPO_EARLIER_PRESET = "brax-notebook"
+
+
 def default_preset(mode: str) -> str:
-    """`td3-2018` for `--mode td3` (TD3 as its authors ran it); `official` for every other mode."""
-    return "td3-2018" if mode == "td3" else "official"
+    """`td3-2018` for `--mode td3` (TD3 as its authors ran it), `cleanrl` for PPO; `official` for every
+    other mode."""
+    return {"td3": "td3-2018", "ppo": PPO_DEFAULT_PRESET}.get(mode, "official")
 
 
 def recorded_preset(record: dict) -> str:
-    """The preset a run's config.json (or a config dict) names; records written before presets: official."""
-    return record.get("preset", OFFICIAL.name)
+    """The preset a run's config.json (or a config dict) names; records written before presets: official
+    (PPO: brax-notebook)."""
+    return record.get("preset", PPO_EARLIER_PRESET if record.get("mode") == "ppo" else OFFICIAL.name)
 
 
 def with_preset(name: str, method: str, preset: str) -> str:
@@ -166,5 +174,5 @@ def describe_presets() -> str:
     return "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
 
 
-__all__ = ["OFFICIAL", "PRESETS", "Preset", "default_preset", "describe_presets", "get_preset", "recorded_preset",
+__all__ = ["OFFICIAL", "PPO_DEFAULT_PRESET", "PPO_EARLIER_PRESET", "PRESETS", "Preset", "default_preset", "describe_presets", "get_preset", "recorded_preset",
            "with_preset"]

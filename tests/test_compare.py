@@ -135,7 +135,10 @@ def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
     assert main(["compare", "--env", "hopper", "--physics", "spring", "--episode-length", "20", "--methods", "ppo",
                  "--seeds", "1", "--frames", "1200", "--out", str(tmp_path / "ppo"), "--no-progress"]) == 0
     rows = read_rows(tmp_path / "ppo" / "ppo" / "run_000" / "metrics.csv")
-    settings = json.loads((tmp_path / "ppo" / "ppo" / "run_000" / "config.json").read_text())["ppo"]
+    config = json.loads((tmp_path / "ppo" / "ppo" / "run_000" / "config.json").read_text())
+    settings = config["ppo"]
+    assert config["preset"] == "cleanrl" and settings["num_envs"] == 1  # the comparison's default PPO
+    assert config["reward_normalisation"] and config["observation_clip"] == 10 and "cleanrl" in config["settings_source"]
     per_iteration = settings["batch_size"] * settings["num_minibatches"] * settings["unroll_length"]
     frames = [int(r["frames"]) for r in rows]
     assert frames[0] == 0 and frames == sorted(frames) and frames[-1] >= 1200
@@ -144,9 +147,13 @@ def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
     assert np.isnan(float(rows[-1]["pop_mean"]))
     summary = json.loads((tmp_path / "ppo" / "summary.json").read_text())
     assert summary["methods"]["ppo"]["finals"] == [float(rows[-1]["champion_test"])]
+    assert summary["methods"]["ppo"]["preset"] == "cleanrl"
+    assert json.loads((tmp_path / "ppo" / "config.json").read_text())["presets"] == {"ppo": "cleanrl"}
 
 
 @pytest.mark.parametrize("argv, message", [
+    (["compare", "--env", "hopper", "--backend", "brax", "--methods", "ppo", "--ppo-preset", "sb3"],
+     "unknown PPO preset 'sb3'; choose one of cleanrl, brax-notebook"),
     (["compare", "--methods", "pderl,dqn"], "unknown dqn"),
     (["compare", "--seeds", "0"], "--seeds"),
     (["compare", "--env", "HalfCheetah-v5", "--backend", "native", "--methods", "ppo"], "needs JAX physics"),

@@ -26,9 +26,10 @@ from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curv
 from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config,
                               with_overrides)
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.presets import default_preset, recorded_preset, with_preset
+from pderl_jax.presets import PPO_EARLIER_PRESET, default_preset, recorded_preset, with_preset
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
+from pderl_jax.experiments.ppo_presets import DEFAULT_PPO_PRESET, get_ppo_preset
 from pderl_jax.training.checkpoint import has_checkpoints
 from pderl_jax.training.driver import RunOptions
 from pderl_jax.training.loop import train
@@ -96,7 +97,7 @@ def run_method(method: str, task: str, env: Environment, seeds: list[int], frame
     if method == "ppo":
         for seed, folder in zip(seeds, folders):
             if not (resume and (folder / "summary.json").exists()):
-                train_ppo(env, seed, frames, folder, print_fn=print_fn)
+                train_ppo(env, seed, frames, folder, preset=preset or DEFAULT_PPO_PRESET, print_fn=print_fn)
         return folders, False
     config = method_config(task, method, frames, overrides, preset)
     options = RunOptions(progress=progress)
@@ -136,12 +137,12 @@ def final_tests(folders: list[Path]) -> list[float]:
 
 def compare(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int, out_dir: Path,
             overrides: dict | None = None, force: bool = False, progress: bool = True, print_fn=print,
-            resume: bool = False, presets: dict[str, str] | None = None) -> dict:
+            resume: bool = False, presets: dict[str, str] | None = None, ppo_preset: str | None = None) -> dict:
     """Run every method over `seeds`, then write the table (MD + CSV), Figure 4 and `summary.json`.
 
     Ctrl-C stops the method running (checkpointed) and returns {"interrupted": True}; `resume`
     continues a comparison recorded in `out_dir/config.json` (`read_comparison`) where it stopped,
-    each method on its recorded learner preset (`presets`).
+    each method on its recorded learner preset (`presets`). PPO runs on `ppo_preset` (default cleanrl).
     """
     overrides = dict(overrides or {})
     if "ppo" in methods and env.batched:
@@ -152,6 +153,8 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
     recorded = presets or {}
     presets = {method: method_config(task, method, frames, overrides, recorded.get(method)).preset
                for method in methods if method != "ppo"}  # every setting checked before anything runs
+    if "ppo" in methods:
+        presets["ppo"] = get_ppo_preset(recorded.get("ppo") or ppo_preset or DEFAULT_PPO_PRESET).name
     if "ppo" in methods and jax.process_count() > 1:
         raise ConfigError("PPO (brax.training) runs in one process; drop ppo from --methods, or compare it in a "
                           "separate one-process run and join the two with --merge")
@@ -222,6 +225,8 @@ def read_comparison(out_dir: Path) -> dict:
     if "presets" not in record:  # written before learner presets (0.7.0): what its runs recorded, else official
         record["presets"] = {method: _recorded_preset(Path(out_dir) / method) for method in record["methods"]
                              if method != "ppo"}
+    if "ppo" in record["methods"] and "ppo" not in record["presets"]:  # before PPO presets (0.8)
+        record["presets"]["ppo"] = PPO_EARLIER_PRESET
     return record
 
 
@@ -282,7 +287,8 @@ def merge(comparisons: list[Path], out_dir: Path, force: bool = False, print_fn=
 
 def method_name(method: str, result: dict) -> str:
     """"PDERL", or "PDERL @ td3-2018" for a method on a learner preset other than its default."""
-    return with_preset(method.upper(), method, result.get("preset", default_preset(method)))
+    earlier = PPO_EARLIER_PRESET if method == "ppo" else default_preset(method)  # summaries before presets
+    return with_preset(method.upper(), method, result.get("preset", earlier))
 
 
 def format_table(summary: dict) -> str:
@@ -335,7 +341,7 @@ def plot_figure4(out_dir: Path, methods: list[str], path: Path, title: str = "")
         with warnings.catch_warnings():  # grid points no run has reached yet are NaN, not an error
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-        preset = recorded_preset(runs[0].config) if method != "ppo" else default_preset(method)
+        preset = recorded_preset(runs[0].config)
         line, = axes.plot(grid, mean, label=method_name(method, {"preset": preset}))
         axes.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     axes.set_xlabel("frames")

@@ -1,23 +1,24 @@
 """PPO from `brax.training` on the same task (MJX or brax), counted and tested the way our runs are.
 
 The agent is brax's own (`brax.training.agents.ppo.train`), not a reimplementation. It trains on
-a `brax.envs.Env`: brax's task itself, or `BraxTaskAdapter` around an MJX task (brax's training
-wrappers then add the time limit and automatic resets, as for brax's tasks). Its settings
-are the per-task values of brax's training notebook (google/brax `notebooks/training.ipynb`,
-tuned for 2048 parallel environments and tens of millions of steps). A short budget cannot hold
-one of those iterations (HalfCheetah: 327,680 steps each), so `scaled_settings` keeps every
-learning setting and shrinks only the batch (and with it the number of parallel environments) until
-the budget holds `MIN_ITERATIONS` iterations.
+a `brax.envs.Env`: brax's task itself, or `BraxTaskAdapter` around an MJX task. Its settings come
+from a PPO preset (`ppo_presets.py`): by default `cleanrl`, PPO as CleanRL and Baselines run it on
+MuJoCo (one environment, 2048-step rollouts, observation and reward normalisation), with the
+wrappers of `ppo_wrappers.py`; or `brax-notebook`, the per-task values of brax's training notebook
+(tuned for 2048 parallel environments and tens of millions of steps), where `scaled_settings` keeps
+every learning setting and shrinks only the batch until the budget holds `MIN_ITERATIONS` iterations.
 
-Frames are environment steps, as for PDERL (brax reports them exactly; an iteration is never cut,
+Frames are environment steps, as for PDERL (brax counts them exactly; an iteration is never cut,
 so a run may pass the budget by less than one evaluation interval). Returns are measured like our
-champion test: deterministic policy (the mean action), `TEST_EPISODES` episodes, the same episode
-length, undiscounted, until termination.
+champion test, by our own rollout, every evaluation interval: deterministic policy (the mean
+action, clipped to the action box), `TEST_EPISODES` episodes, the same episode length,
+undiscounted, until termination.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from pderl_jax.config import ConfigError
 from pderl_jax.envs.brax_env import BraxEnvironment
 from pderl_jax.envs.quiet import import_mjx
 from pderl_jax.envs.rollout import rollout
+from pderl_jax.experiments.ppo_presets import DEFAULT_PPO_PRESET, PpoPreset, get_ppo_preset
+from pderl_jax.experiments.ppo_wrappers import wrap_fn
 from pderl_jax.training.generation import TEST_EPISODES
 from pderl_jax.training.metrics import blank_row, write_metrics
 from pderl_jax.training.run_folder import environment_record
@@ -54,7 +57,8 @@ BRAX_NOTEBOOK_SETTINGS = {
     "swimmer": _LOCOMOTION,
 }
 MIN_ITERATIONS = 20
-EVALUATIONS = 10
+EVALUATIONS = 10  # brax-notebook: rows per run
+EVALUATION_INTERVAL = 50_000  # cleanrl: a row about every 50k frames
 
 
 def scaled_settings(task: str, frames: int) -> dict:
@@ -90,48 +94,104 @@ def brax_training_env(env):
     raise ConfigError("PPO comes from brax.training and needs JAX physics; use --backend mjx or brax")
 
 
-def train_ppo(env, seed: int, frames: int, out_dir: Path, print_fn=print) -> None:
+def preset_settings(preset: PpoPreset, task: str, frames: int) -> dict:
+    """brax `ppo.train` arguments of a preset for a task and budget (num_timesteps and num_evals aside)."""
+    return scaled_settings(task, frames) if preset.scale_to_budget else dict(preset.train_kwargs)
+
+
+def evaluations(preset: PpoPreset, frames: int) -> int:
+    """How many evaluations (rows) brax runs: the first before training, then one per interval."""
+    return EVALUATIONS if preset.scale_to_budget else max(2, math.ceil(frames / EVALUATION_INTERVAL) + 1)
+
+
+def network_factory(preset: PpoPreset):
+    """brax's `make_ppo_networks` with the preset's sizes, activation, distribution and initialisation, and
+    normalised observations clipped to +-observation_clip."""
+    from brax.training.agents.ppo import networks as ppo_networks
+
+    net = dict(preset.network)
+    if not net:
+        return ppo_networks.make_ppo_networks
+    kwargs = {name: net[name] for name in ("policy_hidden_layer_sizes", "value_hidden_layer_sizes",
+                                           "distribution_type", "noise_std_type", "init_noise_std")}
+    kwargs["activation"] = {"tanh": jnp.tanh, "relu": jax.nn.relu, "swish": jax.nn.swish}[net["activation"]]
+    if net.get("kernel_init") == "orthogonal":
+        orthogonal = jax.nn.initializers.orthogonal
+        kwargs.update(policy_network_kernel_init_fn=orthogonal, value_network_kernel_init_fn=orthogonal,
+                      policy_network_kernel_init_kwargs={"scale": net["kernel_init_scale"]},
+                      value_network_kernel_init_kwargs={"scale": net["kernel_init_scale"]},
+                      mean_kernel_init_fn=orthogonal, mean_kernel_init_kwargs={"scale": net["mean_kernel_init_scale"]})
+    clip = preset.observation_clip
+
+    def make(observation_size, action_size, preprocess_observations_fn, **extra):
+        preprocess = preprocess_observations_fn
+        if clip is not None:
+            preprocess = lambda obs, params: jnp.clip(preprocess_observations_fn(obs, params), -clip, clip)  # noqa: E731
+        return ppo_networks.make_ppo_networks(observation_size, action_size, preprocess_observations_fn=preprocess,
+                                              **{**kwargs, **extra})
+
+    return make
+
+
+def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_PPO_PRESET, print_fn=print) -> None:
     """One PPO run: `metrics.csv` (a row per evaluation, our columns) and `config.json` in `out_dir`."""
     environment = brax_training_env(env)
-    from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
 
     _patch_device_put_replicated()
+    chosen = get_ppo_preset(preset)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = scaled_settings(env.task, frames)
+    settings = preset_settings(chosen, env.task, frames)
     (out_dir / "config.json").write_text(json.dumps({
-        "task": env.task, "mode": "ppo", "seed": seed, "frames": frames, "ppo": settings,
-        "settings_source": "brax notebooks/training.ipynb, batch scaled to the budget",
+        "task": env.task, "mode": "ppo", "seed": seed, "frames": frames, "preset": chosen.name,
+        "ppo": settings, "ppo_network": chosen.network, "reward_normalisation": chosen.reward_normalisation,
+        "observation_clip": chosen.observation_clip, "clip_actions": chosen.clip_actions,
+        "settings_source": chosen.source + (", batch scaled to the budget" if chosen.scale_to_budget else ""),
         "environment": environment_record(env)}, indent=2))
     rows, start = [], time.perf_counter()
+    test = _policy_test(env, seed)
 
-    def progress(step, metrics):
-        if "eval/episode_reward" in metrics:
-            value = float(metrics["eval/episode_reward"])
-            rows.append(blank_row(generation=len(rows) + 1, frames=int(step),
-                                  wall_s=round(time.perf_counter() - start, 3), champion_test=value, rl_test=value,
-                                  synced=0))
+    def record(step, make_policy, params):
+        value = test(make_policy, params)
+        rows.append(blank_row(generation=len(rows) + 1, frames=int(step),
+                              wall_s=round(time.perf_counter() - start, 3), champion_test=value, rl_test=value,
+                              synced=0))
 
-    make_policy, params, _ = ppo.train(
-        environment=environment, num_timesteps=frames, episode_length=env.episode_length, num_evals=EVALUATIONS,
-        num_eval_envs=TEST_EPISODES, deterministic_eval=True, seed=seed, progress_fn=progress,
-        network_factory=ppo_networks.make_ppo_networks, **settings)
-    final = test_policy(env, make_policy(params, deterministic=True), jax.random.key(seed + 10_007))
-    rows[-1]["champion_test"] = rows[-1]["rl_test"] = final  # the final test, measured like ours
+    custom = not chosen.scale_to_budget
+    ppo.train(environment=environment, num_timesteps=frames, episode_length=env.episode_length,
+              num_evals=evaluations(chosen, frames), run_evals=False, seed=seed,
+              policy_params_fn=record, progress_fn=lambda *_: None, network_factory=network_factory(chosen),
+              **({"wrap_env_fn": wrap_fn(settings["discounting"], chosen.reward_clip if chosen.reward_normalisation
+                                         else None)} if custom else {}),
+              **settings)
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
     write_metrics(out_dir, rows)
-    print_fn(f"ppo seed {seed}: {rows[-1]['frames']} frames, final test {final:.1f}")
+    print_fn(f"ppo seed {seed} ({chosen.name}): {rows[-1]['frames']} frames, final test {rows[-1]['champion_test']:.1f}")
 
 
-def test_policy(env, policy, key) -> float:
-    """Mean return of TEST_EPISODES deterministic episodes of a brax.training policy (our rollout)."""
+def _policy_test(env, seed: int):
+    """`test(make_policy, params)`: our champion test of a brax policy, compiled once per `make_policy`."""
+    compiled = {}
+
+    def test(make_policy, params) -> float:
+        if id(make_policy) not in compiled:
+            compiled[id(make_policy)] = jax.jit(
+                lambda p, key: test_episodes(env, make_policy(p, deterministic=True), key))
+        return float(compiled[id(make_policy)](params, jax.random.key(seed + 10_007)))
+
+    return test
+
+
+def test_episodes(env, policy, key) -> jax.Array:
+    """Mean return of TEST_EPISODES deterministic episodes of a brax.training policy (our rollout), its
+    actions clipped to the action box; traceable."""
     def act(carry, obs, step_key, alive):
         actions, _ = jax.vmap(policy, in_axes=(0, None))(obs, step_key)
-        return actions, carry
+        return jnp.clip(actions, -1.0, 1.0), carry
 
-    episodes, _ = jax.jit(lambda k: rollout(env, k, TEST_EPISODES, act, jnp.zeros(())))(key)
-    return float(episodes.episode_return.mean())
+    episodes, _ = rollout(env, key, TEST_EPISODES, act, jnp.zeros(()))
+    return episodes.episode_return.mean()
 
 
 class BraxTaskAdapter(brax_base.Env):

@@ -1,0 +1,160 @@
+"""The CleanRL PPO preset: its brax arguments against the source's table, and the wrappers that add what
+brax lacks (reward normalisation against a float64 NumPy VecNormalize, fresh resets, clipped actions)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from brax.envs import base as brax_base
+from brax.envs.wrappers.training import VmapWrapper
+
+from pderl_jax.config import ConfigError
+from pderl_jax.experiments.ppo_presets import CLEANRL, PPO_PRESETS, get_ppo_preset
+from pderl_jax.experiments.ppo_wrappers import ClipAction, NormalizeReward, cleanrl_wrap, return_moments
+
+
+class Walk(brax_base.Env):
+    """A toy brax task: obs = a random start plus the step count; reward = the action's first entry plus 1;
+    the episode terminates after `lifetime` steps."""
+
+    def __init__(self, lifetime=3):
+        self.lifetime = lifetime
+
+    def reset(self, rng):
+        start = jax.random.normal(rng, (2,))
+        zero = jnp.zeros(())
+        return brax_base.State(pipeline_state={"t": zero, "start": start}, obs=start, reward=zero, done=zero)
+
+    def step(self, state, action):
+        t = state.pipeline_state["t"] + 1
+        obs = state.pipeline_state["start"] + t
+        return state.replace(pipeline_state={**state.pipeline_state, "t": t}, obs=obs, reward=action[0] + 1.0,
+                             done=(t >= self.lifetime).astype(jnp.float32))
+
+    @property
+    def observation_size(self):
+        return 2
+
+    @property
+    def action_size(self):
+        return 1
+
+    @property
+    def backend(self):
+        return "toy"
+
+
+def test_the_preset_holds_the_sources_settings():
+    """CleanRL's Args (= Baselines ppo2 mujoco()) as brax arguments; one iteration is 2048 steps."""
+    kw = CLEANRL.train_kwargs
+    assert kw["num_envs"] == 1 and kw["batch_size"] * kw["num_minibatches"] * kw["unroll_length"] == 2048
+    assert kw["num_minibatches"] == 32 and kw["num_updates_per_batch"] == 10
+    assert (kw["discounting"], kw["gae_lambda"], kw["clipping_epsilon"], kw["learning_rate"]) == (0.99, 0.95, 0.2, 3e-4)
+    assert (kw["entropy_cost"], kw["vf_loss_coefficient"], kw["max_grad_norm"]) == (0.0, 0.5, 0.5)
+    assert kw["normalize_observations"] and kw["normalize_advantage"] and kw["clipping_epsilon_value"] == 0.2
+    net = CLEANRL.network
+    assert net["policy_hidden_layer_sizes"] == net["value_hidden_layer_sizes"] == (64, 64)
+    assert (net["activation"], net["distribution_type"], net["noise_std_type"]) == ("tanh", "normal", "log")
+    assert math.isclose(net["kernel_init_scale"], math.sqrt(2)) and net["mean_kernel_init_scale"] == 0.01
+    assert CLEANRL.reward_normalisation and CLEANRL.reward_clip == 10 and CLEANRL.observation_clip == 10
+    assert CLEANRL.clip_actions and "cleanrl" in CLEANRL.source and "baselines" in CLEANRL.source
+    assert set(PPO_PRESETS) == {"cleanrl", "brax-notebook"}
+    with pytest.raises(ConfigError, match="unknown PPO preset 'sb3'; choose one of cleanrl, brax-notebook"):
+        get_ppo_preset("sb3")
+
+
+def vec_normalize_rewards(rewards: np.ndarray, dones: np.ndarray, gamma: float, clip: float) -> np.ndarray:
+    """Baselines' VecNormalize (ret=True) in float64: rewards [T, N], dones [T, N]."""
+    count, mean, var = 1e-4, 0.0, 1.0
+    ret = np.zeros(rewards.shape[1])
+    out = np.zeros_like(rewards)
+    for t in range(len(rewards)):
+        ret = ret * gamma + rewards[t]
+        batch_mean, batch_var, n = ret.mean(), ret.var(), ret.size
+        delta = batch_mean - mean
+        total = count + n
+        mean, var = mean + delta * n / total, (var * count + batch_var * n + delta ** 2 * count * n / total) / total
+        count = total
+        out[t] = np.clip(rewards[t] / np.sqrt(var + 1e-8), -clip, clip)
+        ret[dones[t].astype(bool)] = 0.0
+    return out
+
+
+def test_reward_normalisation_matches_a_numpy_vec_normalize():
+    rng = np.random.default_rng()
+    n, steps, gamma = 3, 40, float(rng.uniform(0.9, 0.999))
+    actions = rng.normal(0, 5, (steps, n, 1)).astype(np.float32)
+    vmapped = NormalizeReward(VmapWrapper(Walk(int(rng.integers(2, 6)))), gamma, clip=2.5)
+    state = vmapped.reset(jax.random.split(jax.random.key(int(rng.integers(2**31))), n))
+    step = jax.jit(vmapped.step)
+    raw_rewards, dones, normalised = [], [], []
+    for t in range(steps):
+        inner = vmapped.env.step(state, jnp.asarray(actions[t]))  # the raw reward and end of this step
+        state = step(state, jnp.asarray(actions[t]))
+        raw_rewards.append(np.asarray(inner.reward, np.float64))
+        dones.append(np.asarray(inner.done))
+        normalised.append(np.asarray(state.reward))
+        if np.asarray(state.done).any():  # restart ended episodes by hand (no reset wrapper here)
+            fresh = vmapped.env.reset(jax.random.split(jax.random.key(t), n))
+            done = np.asarray(state.done).astype(bool)
+            state = state.replace(pipeline_state=jax.tree.map(
+                lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b),
+                fresh.pipeline_state, state.pipeline_state), done=jnp.zeros(n))
+    expected = vec_normalize_rewards(np.stack(raw_rewards), np.stack(dones), gamma, clip=2.5)
+    np.testing.assert_allclose(np.stack(normalised), expected, rtol=2e-5, atol=1e-6)
+    assert np.abs(expected).max() == pytest.approx(2.5)  # the clip is reached with rewards of scale 5
+
+
+def test_return_moments_equal_the_moments_of_all_returns_seen():
+    rng = np.random.default_rng()
+    batches = [rng.normal(rng.uniform(-3, 3), rng.uniform(0.1, 4), int(rng.integers(1, 6))) for _ in range(7)]
+    count, mean, var = 0.0, 0.0, 0.0
+    for batch in batches:
+        count, mean, var = return_moments(count, mean, var, jnp.asarray(batch, jnp.float64 if jax.config.x64_enabled
+                                                                              else jnp.float32))
+    everything = np.concatenate(batches)
+    assert float(count) == everything.size
+    np.testing.assert_allclose([float(mean), float(var)], [everything.mean(), everything.var()], rtol=1e-4)
+
+
+def test_cleanrl_wrapping_clips_actions_restarts_from_fresh_states_and_keeps_the_time_limit():
+    env = cleanrl_wrap(Walk(lifetime=3), episode_length=2, action_repeat=1, gamma=0.99, reward_clip=None)
+    state = jax.jit(env.reset)(jax.random.split(jax.random.key(0), 2))
+    step = jax.jit(env.step)
+    starts = [np.asarray(state.obs)]
+    for t in range(6):
+        state = step(state, jnp.full((2, 1), 7.0))  # clipped to 1: reward 2
+        np.testing.assert_allclose(np.asarray(state.reward), 2.0)
+        if t % 2 == 1:  # the time limit of 2 steps ends every episode: truncation, then a fresh start
+            assert np.asarray(state.done).all() and np.asarray(state.info["truncation"]).all()
+            starts.append(np.asarray(state.obs))
+        else:
+            assert not np.asarray(state.done).any()
+    starts = np.concatenate(starts)
+    assert len({tuple(np.round(s, 5)) for s in starts}) == len(starts)  # every episode starts afresh
+    assert isinstance(ClipAction(Walk()), brax_base.Wrapper)
+
+
+def test_ppo_returns_are_our_champion_test_of_the_clipped_deterministic_policy():
+    """A policy asking for action 3 is clipped to 1 (reward 2 a step on the counter task): the returns are
+    those of our rollout of TEST_EPISODES episodes with action 1."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_envs import CounterEnv
+
+    from pderl_jax.envs import rollout
+    from pderl_jax.experiments.ppo import test_episodes
+    from pderl_jax.training.generation import TEST_EPISODES
+
+    env, key = CounterEnv(), jax.random.key(int(np.random.default_rng().integers(2**31)))
+    measured = float(jax.jit(lambda k: test_episodes(env, lambda obs, k: (jnp.full((1,), 3.0), {}), k))(key))
+    episodes, _ = rollout(env, key, TEST_EPISODES, lambda c, obs, k, alive: (jnp.ones((obs.shape[0], 1)), c),
+                          jnp.zeros(()))
+    lengths = np.asarray(episodes.episode_length)
+    assert measured == pytest.approx(float(np.asarray(episodes.episode_return).mean()), rel=1e-6)
+    assert measured == pytest.approx(2.0 * lengths.mean(), rel=1e-6)
+
