@@ -58,7 +58,9 @@ BRAX_NOTEBOOK_SETTINGS = {
 }
 MIN_ITERATIONS = 20
 EVALUATIONS = 10  # brax-notebook: rows per run
-EVALUATION_INTERVAL = 50_000  # cleanrl: a row about every 50k frames
+# cleanrl: a row every 24 iterations of 2048 steps, so that rows fall just before 100k, 300k and 1M frames
+# (98,304, 294,912, 983,040), where the reports read the curves
+EVALUATION_INTERVAL = 24 * 2048
 
 
 def scaled_settings(task: str, frames: int) -> dict:
