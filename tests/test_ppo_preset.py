@@ -158,3 +158,17 @@ def test_ppo_returns_are_our_champion_test_of_the_clipped_deterministic_policy()
     assert measured == pytest.approx(float(np.asarray(episodes.episode_return).mean()), rel=1e-6)
     assert measured == pytest.approx(2.0 * lengths.mean(), rel=1e-6)
 
+
+
+def test_cleanrl_rows_fall_just_before_the_frame_counts_the_reports_read():
+    """brax runs num_evals - 1 epochs of ceil(frames / ((num_evals - 1) * 2048)) iterations (train.py); the
+    reports read a curve at its last row at or before 100k, 300k and 1M frames."""
+    from pderl_jax.experiments.ppo import evaluations
+
+    frames = 1_000_000
+    n = evaluations(CLEANRL, frames)
+    per_epoch = math.ceil(frames / ((n - 1) * 2048)) * 2048
+    rows = [per_epoch * i for i in range(n)]
+    assert per_epoch == 49_152 and rows[-1] >= frames
+    gaps = [point - max(r for r in rows if r <= point) for point in (100_000, 300_000, 1_000_000)]
+    assert gaps == [1_696, 5_088, 16_960]
