@@ -85,26 +85,36 @@ def vec_normalize_rewards(rewards: np.ndarray, dones: np.ndarray, gamma: float, 
 def test_reward_normalisation_matches_a_numpy_vec_normalize():
     rng = np.random.default_rng()
     n, steps, gamma = 3, 40, float(rng.uniform(0.9, 0.999))
+    lifetime, seed = int(rng.integers(2, 6)), int(rng.integers(2**31))
     actions = rng.normal(0, 5, (steps, n, 1)).astype(np.float32)
-    vmapped = NormalizeReward(VmapWrapper(Walk(int(rng.integers(2, 6)))), gamma, clip=2.5)
-    state = vmapped.reset(jax.random.split(jax.random.key(int(rng.integers(2**31))), n))
-    step = jax.jit(vmapped.step)
-    raw_rewards, dones, normalised = [], [], []
-    for t in range(steps):
-        inner = vmapped.env.step(state, jnp.asarray(actions[t]))  # the raw reward and end of this step
-        state = step(state, jnp.asarray(actions[t]))
-        raw_rewards.append(np.asarray(inner.reward, np.float64))
-        dones.append(np.asarray(inner.done))
-        normalised.append(np.asarray(state.reward))
-        if np.asarray(state.done).any():  # restart ended episodes by hand (no reset wrapper here)
-            fresh = vmapped.env.reset(jax.random.split(jax.random.key(t), n))
+
+    def run(clip):
+        """(raw rewards, ends, normalised rewards) [steps, n] of the wrapper with `clip`."""
+        wrapped = NormalizeReward(VmapWrapper(Walk(lifetime)), gamma, clip=clip)
+        state = wrapped.reset(jax.random.split(jax.random.key(seed), n))
+        step = jax.jit(wrapped.step)
+        raw, ends, normalised = [], [], []
+        for t in range(steps):
+            inner = wrapped.env.step(state, jnp.asarray(actions[t]))  # the raw reward and end of this step
+            state = step(state, jnp.asarray(actions[t]))
+            raw.append(np.asarray(inner.reward, np.float64))
+            ends.append(np.asarray(inner.done))
+            normalised.append(np.asarray(state.reward))
             done = np.asarray(state.done).astype(bool)
-            state = state.replace(pipeline_state=jax.tree.map(
-                lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b),
-                fresh.pipeline_state, state.pipeline_state), done=jnp.zeros(n))
-    expected = vec_normalize_rewards(np.stack(raw_rewards), np.stack(dones), gamma, clip=2.5)
-    np.testing.assert_allclose(np.stack(normalised), expected, rtol=2e-5, atol=1e-6)
-    assert np.abs(expected).max() == pytest.approx(2.5)  # the clip is reached with rewards of scale 5
+            if done.any():  # restart ended episodes by hand (no reset wrapper here)
+                fresh = wrapped.env.reset(jax.random.split(jax.random.key(t), n))
+                state = state.replace(pipeline_state=jax.tree.map(
+                    lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b),
+                    fresh.pipeline_state, state.pipeline_state), done=jnp.zeros(n))
+        return np.stack(raw), np.stack(ends), np.stack(normalised)
+
+    raw, ends, unclipped = run(clip=1e9)
+    np.testing.assert_allclose(unclipped, vec_normalize_rewards(raw, ends, gamma, clip=1e9), rtol=2e-5, atol=1e-6)
+    clip = float(np.median(np.abs(unclipped)))  # half the rewards are clipped
+    raw, ends, clipped = run(clip)
+    expected = vec_normalize_rewards(raw, ends, gamma, clip)
+    np.testing.assert_allclose(clipped, expected, rtol=2e-5, atol=1e-6)
+    assert np.isclose(np.abs(expected), clip).mean() > 0.3
 
 
 def test_return_moments_equal_the_moments_of_all_returns_seen():
