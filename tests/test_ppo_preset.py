@@ -126,7 +126,9 @@ def test_return_moments_equal_the_moments_of_all_returns_seen():
                                                                               else jnp.float32))
     everything = np.concatenate(batches)
     assert float(count) == everything.size
-    np.testing.assert_allclose([float(mean), float(var)], [everything.mean(), everything.var()], rtol=1e-4)
+    scale = everything.std()  # float32 sums: tolerances relative to the spread (the mean may be near 0)
+    np.testing.assert_allclose([float(mean), float(var)], [everything.mean(), everything.var()], rtol=1e-4,
+                               atol=1e-4 * scale)
 
 
 def test_cleanrl_wrapping_clips_actions_restarts_from_fresh_states_and_keeps_the_time_limit():
