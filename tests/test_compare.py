@@ -149,6 +149,11 @@ def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
     assert summary["methods"]["ppo"]["finals"] == [float(rows[-1]["champion_test"])]
     assert summary["methods"]["ppo"]["preset"] == "cleanrl"
     assert json.loads((tmp_path / "ppo" / "config.json").read_text())["presets"] == {"ppo": "cleanrl"}
+    run_summary = json.loads((tmp_path / "ppo" / "ppo" / "run_000" / "summary.json").read_text())
+    assert run_summary["final_champion_test"] == float(rows[-1]["champion_test"]) and run_summary["frames"] >= 1200
+    written = (tmp_path / "ppo" / "ppo" / "run_000" / "metrics.csv").read_text()
+    assert main(["compare", "--resume", str(tmp_path / "ppo"), "--no-progress"]) == 0  # the finished seed is kept
+    assert (tmp_path / "ppo" / "ppo" / "run_000" / "metrics.csv").read_text() == written
 
 
 @pytest.mark.parametrize("argv, message", [

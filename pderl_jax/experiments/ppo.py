@@ -169,6 +169,10 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
               **settings)
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
     write_metrics(out_dir, rows)
+    # written last: a comparison resumed later keeps the runs that have one
+    (out_dir / "summary.json").write_text(json.dumps({
+        "frames": rows[-1]["frames"], "wall_s": rows[-1]["wall_s"], "final_champion_test": rows[-1]["champion_test"],
+        "best_champion_test": max(r["champion_test"] for r in rows), "preset": chosen.name}, indent=2))
     print_fn(f"ppo seed {seed} ({chosen.name}): {rows[-1]['frames']} frames, final test {rows[-1]['champion_test']:.1f}")
 
 
