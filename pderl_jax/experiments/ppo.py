@@ -159,6 +159,7 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
         rows.append(blank_row(generation=len(rows) + 1, frames=int(step),
                               wall_s=round(time.perf_counter() - start, 3), champion_test=value, rl_test=value,
                               synced=0))
+        print_fn(f"ppo seed {seed}: {int(step)} frames, test {value:.1f} ({rows[-1]['wall_s']:.0f} s)")
 
     custom = not chosen.scale_to_budget
     ppo.train(environment=environment, num_timesteps=frames, episode_length=env.episode_length,
