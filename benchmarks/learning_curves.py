@@ -1,6 +1,6 @@
 """Learning curves of long comparisons beside published curves, and the RL actor's selection rates (Table 2).
 
-usage: python benchmarks/learning_curves.py [ROOT] [--points 100000,200000,300000]
+usage: python benchmarks/learning_curves.py [ROOT] [--points 100000,200000,300000,1000000]
 
 ROOT (default benchmarks/results/learning_curves) holds `pderl-jax compare` folders, one or more per
 task (`Hopper-v5/` with pderl, erl and td3, `Hopper-v5-ddpg/` with ddpg, ...). A method run on a
@@ -41,7 +41,7 @@ from pderl_jax.training.metrics import RATE_COLUMNS
 
 HERE = Path(__file__).parent
 PUBLISHED = HERE / "published_curves.json"
-MARKERS = {"td3-paper": "o", "tianshou-td3": "s", "tianshou-ddpg": "^"}
+MARKERS = {"td3-paper": "o", "tianshou-td3": "s", "tianshou-ddpg": "^", "baselines-ppo2": "D", "cleanrl-ppo": "v"}
 
 
 def base_method(label: str) -> str:
@@ -296,14 +296,14 @@ def plot_task(task: str, methods: dict, entry: dict, backend: str, path: Path) -
     for shift, source in enumerate(s for s in entry["published"] if s["key"] in MARKERS):
         xs = [int(p) for p in source["points"] if int(p) <= top * 1.05]
         ys = [source["points"][str(x)][0] for x in xs]
-        es = [source["points"][str(x)][1] for x in xs]
+        es = [source["points"][str(x)][1] or 0.0 for x in xs]  # no spread published: a bare marker
         offset = (shift - 1) * 0.012 * top  # side by side at the same frame count
         ax.errorbar(np.asarray(xs) + offset, ys, yerr=es, fmt=MARKERS[source["key"]], color="black", alpha=0.6,
                     capsize=3,
                     label=f"{source['label']} ({source['task_version'].split(' ')[0]})")
     ax.set_xlabel("frames")
     ax.set_ylabel("champion test return")
-    ax.set_title(f"{task} ({backend}): ours, mean ± std over seeds; published TD3 and DDPG")
+    ax.set_title(f"{task} ({backend}): ours, mean ± std over seeds; published TD3, DDPG and PPO")
     ax.legend(fontsize=7, loc="upper left")
     save_figure(fig, path)
 
@@ -311,7 +311,7 @@ def plot_task(task: str, methods: dict, entry: dict, backend: str, path: Path) -
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", type=Path, default=HERE / "results" / "learning_curves")
-    parser.add_argument("--points", default="100000,200000,300000",
+    parser.add_argument("--points", default="100000,200000,300000,1000000",
                         help="frame counts to read the curves at (comma-separated)")
     args = parser.parse_args(argv)
     points = [int(p) for p in args.points.split(",")]
