@@ -60,6 +60,7 @@ def test_the_preset_holds_the_sources_settings():
     assert math.isclose(net["kernel_init_scale"], math.sqrt(2)) and net["mean_kernel_init_scale"] == 0.01
     assert CLEANRL.reward_normalisation and CLEANRL.reward_clip == 10 and CLEANRL.observation_clip == 10
     assert CLEANRL.clip_actions and "cleanrl" in CLEANRL.source and "baselines" in CLEANRL.source
+    assert CLEANRL.fresh_resets and CLEANRL.env_wrappers and not PPO_PRESETS["brax-notebook"].env_wrappers
     assert set(PPO_PRESETS) == {"cleanrl", "brax-notebook"}
     with pytest.raises(ConfigError, match="unknown PPO preset 'sb3'; choose one of cleanrl, brax-notebook"):
         get_ppo_preset("sb3")

@@ -2,7 +2,7 @@
 
 from pderl_jax.envs import quiet  # noqa: F401  (MuJoCo's warnings once each; MJX imported without warp notices)
 from pderl_jax.config import ConfigError
-from pderl_jax.envs.brax_env import PHYSICS, BraxEnvironment
+from pderl_jax.envs.brax_env import BraxEnvironment
 from pderl_jax.envs.native_env import GYMNASIUM_IDS, NativeEnvironment, resolve_task
 from pderl_jax.envs.rollout import Environment, Rollout, episode_major, rollout
 

@@ -149,6 +149,7 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
         "task": env.task, "mode": "ppo", "seed": seed, "frames": frames, "preset": chosen.name,
         "ppo": settings, "ppo_network": chosen.network, "reward_normalisation": chosen.reward_normalisation,
         "observation_clip": chosen.observation_clip, "clip_actions": chosen.clip_actions,
+        "fresh_resets": chosen.fresh_resets,
         "settings_source": chosen.source + (", batch scaled to the budget" if chosen.scale_to_budget else ""),
         "environment": environment_record(env)}, indent=2))
     rows, start = [], time.perf_counter()
@@ -161,12 +162,10 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
                               synced=0))
         print_fn(f"ppo seed {seed}: {int(step)} frames, test {value:.1f} ({rows[-1]['wall_s']:.0f} s)")
 
-    custom = not chosen.scale_to_budget
     ppo.train(environment=environment, num_timesteps=frames, episode_length=env.episode_length,
               num_evals=evaluations(chosen, frames), run_evals=False, seed=seed,
               policy_params_fn=record, progress_fn=lambda *_: None, network_factory=network_factory(chosen),
-              **({"wrap_env_fn": wrap_fn(settings["discounting"], chosen.reward_clip if chosen.reward_normalisation
-                                         else None)} if custom else {}),
+              **({"wrap_env_fn": wrap_fn(chosen, settings["discounting"])} if chosen.env_wrappers else {}),
               **settings)
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
     write_metrics(out_dir, rows)

@@ -30,7 +30,13 @@ class PpoPreset:
     reward_clip: float = 10.0
     observation_clip: float | None = None  # clip normalised observations to +-this
     clip_actions: bool = False  # actions clipped to the action box before the task sees them
+    fresh_resets: bool = False  # a finished episode restarts from a new initial state (brax: from its first one)
     scale_to_budget: bool = False  # halve the batch until the budget holds MIN_ITERATIONS iterations
+
+    @property
+    def env_wrappers(self) -> bool:
+        """Whether brax's training wrappers give way to `ppo_wrappers.cleanrl_wrap`."""
+        return self.clip_actions or self.fresh_resets or self.reward_normalisation
 
 
 CLEANRL = PpoPreset(
@@ -68,6 +74,7 @@ CLEANRL = PpoPreset(
     reward_clip=10.0,
     observation_clip=10.0,  # TransformObservation clip +-10
     clip_actions=True,  # gym ClipAction
+    fresh_resets=True,  # gym vector environments reset a finished episode afresh
 )
 
 # What brax's PPO does differently from CleanRL with the preset above, and why it is left so.

@@ -103,18 +103,24 @@ class NormalizeReward(brax_base.Wrapper):
 
 
 def cleanrl_wrap(env, episode_length: int, action_repeat: int, randomization_fn=None, *, gamma: float,
-                 reward_clip: float | None):
-    """brax's `wrap_env_fn` for the CleanRL preset: clip actions, time limit, vmap, fresh resets and, with
+                 reward_clip: float | None, clip_actions: bool = True, fresh_resets: bool = True):
+    """brax's `wrap_env_fn` with CleanRL's wrappers: actions clipped (`clip_actions`), the time limit,
+    vmap, episodes restarted from fresh states (`fresh_resets`; else brax's AutoResetWrapper) and, with
     `reward_clip`, reward normalisation."""
     if randomization_fn is not None:
         raise ValueError("the CleanRL preset takes no domain randomisation")
-    env = brax_wrappers.training.EpisodeWrapper(ClipAction(env), episode_length, action_repeat)
-    env = FreshResets(brax_wrappers.training.VmapWrapper(env))
+    env = brax_wrappers.training.EpisodeWrapper(ClipAction(env) if clip_actions else env, episode_length,
+                                                action_repeat)
+    env = brax_wrappers.training.VmapWrapper(env)
+    env = FreshResets(env) if fresh_resets else brax_wrappers.training.AutoResetWrapper(env)
     return env if reward_clip is None else NormalizeReward(env, gamma, reward_clip)
 
 
-def wrap_fn(gamma: float, reward_clip: float | None):
-    return functools.partial(cleanrl_wrap, gamma=gamma, reward_clip=reward_clip)
+def wrap_fn(preset, gamma: float):
+    """`cleanrl_wrap` set as `preset` (a PpoPreset) asks, for brax's `ppo.train(wrap_env_fn=...)`."""
+    return functools.partial(cleanrl_wrap, gamma=gamma, clip_actions=preset.clip_actions,
+                             fresh_resets=preset.fresh_resets,
+                             reward_clip=preset.reward_clip if preset.reward_normalisation else None)
 
 
 __all__ = ["ClipAction", "FreshResets", "NormalizeReward", "cleanrl_wrap", "return_moments", "wrap_fn"]

@@ -15,7 +15,7 @@ import contextlib
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pderl_jax.config import ConfigError, TrainingDiverged
 from pderl_jax.training.checkpoint import CheckpointOptions, Checkpointer
-from pderl_jax.training.distributed import any_process, stop_on_lost_process, to_host
+from pderl_jax.training.distributed import any_process, is_writer, stop_on_lost_process, to_host
 from pderl_jax.training.generation import GenerationMetrics, TrainState
 from pderl_jax.training.hostmem import release_freed_memory
 from pderl_jax.training.metrics import MetricsLog, metric_rows
@@ -160,15 +160,19 @@ def nonfinite_quantities(metrics: GenerationMetrics, health: dict, first_generat
 
 @dataclass
 class Track:
-    """One run's progress on the host: its CSV log and whether it has used its frame budget."""
+    """One run's progress on the host: its CSV log, and its frame budget (done once a row passes it)."""
 
     log: MetricsLog
+    budget: int
     name: str = ""  # how a message names the run ("" for a lone run)
-    done: bool = False
 
     @property
     def rows(self) -> list[dict]:
         return self.log.rows
+
+    @property
+    def done(self) -> bool:
+        return bool(self.rows) and self.rows[-1]["frames"] > self.budget
 
 
 @dataclass
@@ -185,10 +189,8 @@ class Job:
     state: Any
     generation: int  # generations done so far (all runs advance together)
     tracks: list[Track]
-    frames: int  # each run's frame budget
     stacked: bool = False
     run_finished: Callable[[Any, int, float], None] | None = None
-    stopped_by: list[str] = field(default_factory=list)
 
 
 class Clock:
@@ -245,10 +247,8 @@ def _running(job: Job, options: RunOptions) -> bool:
 
 
 def _progress_bar(job: Job, options: RunOptions) -> tqdm:
-    from pderl_jax.training.distributed import is_writer
-
-    used = sum(min(t.rows[-1]["frames"], job.frames) for t in job.tracks if t.rows)
-    return tqdm(total=job.frames * len(job.tracks), initial=used, unit="frame",
+    used = sum(min(t.rows[-1]["frames"], t.budget) for t in job.tracks if t.rows)
+    return tqdm(total=sum(t.budget for t in job.tracks), initial=used, unit="frame",
                 disable=not (options.progress and is_writer()), dynamic_ncols=True)
 
 
@@ -266,11 +266,9 @@ def _write_rows(job: Job, metrics, first: int, wall_s: float, bar: tqdm) -> list
         for row in metric_rows(_run_metrics(job, metrics, i), first, wall_s):
             before = track.rows[-1]["frames"] if track.rows else 0
             track.log.write([row])
-            bar.update(min(row["frames"], job.frames) - min(before, job.frames))
-            if row["frames"] > job.frames:
-                track.done = True
-                if job.stacked:  # later generations of a stacked run are computed, not written
-                    break
+            bar.update(min(row["frames"], track.budget) - min(before, track.budget))
+            if track.done and job.stacked:  # later generations of a stacked run are computed, not written
+                break
         if track.done:
             finished.append(i)
     return finished

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -67,9 +66,8 @@ def train(config: Config, env: Environment, out_dir: Path, options: RunOptions =
     compile_s = clock() - clock.offset
     print_fn(f"compiled in {compile_s:.1f} s (peak host memory {peak_rss_mib():.0f} MiB, "
              f"now {current_rss_mib():.0f} MiB)")
-    track = Track(MetricsLog(out_dir, rows, options.tensorboard, write=is_writer()))
-    track.done = bool(rows) and rows[-1]["frames"] > config.frames
-    job = Job(step, state, int(state.generation), [track], config.frames)
+    track = Track(MetricsLog(out_dir, rows, options.tensorboard, write=is_writer()), config.frames)
+    job = Job(step, state, int(state.generation), [track])
 
     def analyze(state, first, last, print_fn):
         if config.has_population and reaches_multiple(options.analyze_every, first, last):

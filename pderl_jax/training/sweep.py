@@ -32,7 +32,7 @@ from pderl_jax.training.checkpoint import CHECKPOINT_DIR, DAMAGED_DIR, Checkpoin
 from pderl_jax.training.distributed import barrier, check_agreement, is_writer
 from pderl_jax.training.driver import Clock, Job, RunOptions, Track, compile_chunk, drive
 from pderl_jax.training.generation import Trainer
-from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, metric_rows, read_metrics
+from pderl_jax.training.metrics import METRICS_FILE, MetricsLog, read_metrics
 from pderl_jax.training.run_folder import environment_record, prepare_out_dir, run_record
 from pderl_jax.training.sharding import leading_axis_sharding, place, placement, replicated_sharding
 
@@ -171,14 +171,13 @@ def train_sweep(base: Config, runs: list[Run], env: Environment, out_dir: Path, 
     step = compile_chunk(chunk, states, hparams)
     compile_s = clock() - clock.offset
     print_fn(f"compiled in {compile_s:.1f} s")
-    tracks = [Track(MetricsLog(d, r, write=is_writer()), name=_run_name(run)) for d, r, run in zip(run_dirs, rows, runs)]
-    for track in tracks:
-        track.done = bool(track.rows) and track.rows[-1]["frames"] > base.frames
+    tracks = [Track(MetricsLog(d, r, write=is_writer()), base.frames, name=_run_name(run))
+              for d, r, run in zip(run_dirs, rows, runs)]
 
     def run_finished(states, i, wall_s):
         _checkpoint_run(states, i, run_dirs[i], options.checkpoint, wall_s)
 
-    job = Job(lambda states: step(states, hparams), states, generation, tracks, base.frames, stacked=True,
+    job = Job(lambda states: step(states, hparams), states, generation, tracks, stacked=True,
               run_finished=run_finished)
     drive(job, options, checkpointer, clock, print_fn=print_fn,
           resume_hint=f"Restart every process with pderl-jax sweep --resume {out_dir} to continue from the last "
