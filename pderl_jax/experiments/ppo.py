@@ -12,11 +12,14 @@ Frames are environment steps, as for PDERL (brax counts them exactly; an iterati
 so a run may pass the budget by less than one evaluation interval). Returns are measured like our
 champion test, by our own rollout, every evaluation interval: deterministic policy (the mean
 action, clipped to the action box), `TEST_EPISODES` episodes, the same episode length,
-undiscounted, until termination.
+undiscounted, until termination. Beside it, `training_return` is what Baselines and CleanRL publish:
+the mean raw return of the last 100 finished training episodes (sampled actions), from brax's
+training-metrics logger.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -34,7 +37,7 @@ from pderl_jax.envs.rollout import rollout
 from pderl_jax.experiments.ppo_presets import DEFAULT_PPO_PRESET, PpoPreset, get_ppo_preset
 from pderl_jax.experiments.ppo_wrappers import wrap_fn
 from pderl_jax.training.generation import TEST_EPISODES
-from pderl_jax.training.metrics import blank_row, write_metrics
+from pderl_jax.training.metrics import TRAINING_EPISODES, blank_row, write_metrics
 from pderl_jax.training.run_folder import environment_record
 
 import_mjx()  # before brax imports it
@@ -154,17 +157,20 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
         "environment": environment_record(env)}, indent=2))
     rows, start = [], time.perf_counter()
     test = _policy_test(env, seed)
+    training = TrainingReturns()
 
     def record(step, make_policy, params):
         value = test(make_policy, params)
         rows.append(blank_row(generation=len(rows) + 1, frames=int(step),
                               wall_s=round(time.perf_counter() - start, 3), champion_test=value, rl_test=value,
-                              synced=0))
-        print_fn(f"ppo seed {seed}: {int(step)} frames, test {value:.1f} ({rows[-1]['wall_s']:.0f} s)")
+                              synced=0, training_return=training.latest))
+        print_fn(f"ppo seed {seed}: {int(step)} frames, test {value:.1f}, training episodes "
+                 f"{training.latest:.1f} ({rows[-1]['wall_s']:.0f} s)")
 
     ppo.train(environment=environment, num_timesteps=frames, episode_length=env.episode_length,
               num_evals=evaluations(chosen, frames), run_evals=False, seed=seed,
-              policy_params_fn=record, progress_fn=lambda *_: None, network_factory=network_factory(chosen),
+              log_training_metrics=True, training_metrics_steps=1,
+              policy_params_fn=record, progress_fn=training.update, network_factory=network_factory(chosen),
               **({"wrap_env_fn": wrap_fn(chosen, settings["discounting"])} if chosen.env_wrappers else {}),
               **settings)
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
@@ -172,8 +178,27 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
     # written last: a comparison resumed later keeps the runs that have one
     (out_dir / "summary.json").write_text(json.dumps({
         "frames": rows[-1]["frames"], "wall_s": rows[-1]["wall_s"], "final_champion_test": rows[-1]["champion_test"],
-        "best_champion_test": max(r["champion_test"] for r in rows), "preset": chosen.name}, indent=2))
+        "best_champion_test": max(r["champion_test"] for r in rows),
+        "final_training_return": rows[-1]["training_return"], "preset": chosen.name}, indent=2))
     print_fn(f"ppo seed {seed} ({chosen.name}): {rows[-1]['frames']} frames, final test {rows[-1]['champion_test']:.1f}")
+
+
+class TrainingReturns:
+    """brax's `progress_fn` while it logs training metrics: keeps the mean return of the last
+    TRAINING_EPISODES finished training episodes (brax's logger keeps as many; the returns are summed by
+    its EpisodeWrapper before any reward normalisation), NaN until an episode finishes."""
+
+    def __init__(self):
+        from brax.training.logger import EpisodeMetricsLogger
+
+        kept = inspect.signature(EpisodeMetricsLogger).parameters["buffer_size"].default
+        if kept != TRAINING_EPISODES:
+            raise RuntimeError(f"brax's training logger keeps the last {kept} episodes, not {TRAINING_EPISODES}")
+        self.latest = math.nan
+
+    def update(self, step, metrics) -> None:
+        if "episode/sum_reward" in metrics:
+            self.latest = float(metrics["episode/sum_reward"])
 
 
 def _policy_test(env, seed: int):

@@ -20,10 +20,14 @@ if TYPE_CHECKING:
 METRICS_FILE = "metrics.csv"
 CSV_COLUMNS = ["generation", "frames", "wall_s", "best_fitness", "pop_mean", "pop_min", "pop_max",
                "champion_test", "rl_test", "critic_loss", "actor_loss", "elite_rate", "selected_rate",
-               "discarded_rate", "synced"]
+               "discarded_rate", "synced", "training_return"]
 INT_COLUMNS = ("generation", "frames", "synced")
 RATE_COLUMNS = ("elite_rate", "selected_rate", "discarded_rate")
 POPULATION_COLUMNS = ("pop_mean", "pop_min", "pop_max")
+# training_return: mean return of the last TRAINING_EPISODES finished training episodes (stochastic actions,
+# the policy of the moment), the measure Baselines (`eprewmean`) and CleanRL publish for PPO; NaN for runs
+# that do not measure it (every run but PPO, whose returns are the champion test's)
+TRAINING_EPISODES = 100
 
 
 def metric_rows(metrics: GenerationMetrics, first_generation: int, wall_s: float) -> list[dict]:
@@ -39,7 +43,7 @@ def metric_rows(metrics: GenerationMetrics, first_generation: int, wall_s: float
             "champion_test": float(m.champion_test[i]), "rl_test": float(m.rl_test[i]),
             "critic_loss": float(m.critic_loss[i]), "actor_loss": float(m.actor_loss[i]),
             "elite_rate": float(m.elite_rate[i]), "selected_rate": float(m.selected_rate[i]),
-            "discarded_rate": float(m.discarded_rate[i]), "synced": int(m.synced[i]),
+            "discarded_rate": float(m.discarded_rate[i]), "synced": int(m.synced[i]), "training_return": math.nan,
         })
     return rows
 
@@ -54,7 +58,8 @@ def read_metrics(path: Path, up_to_generation: int | None = None) -> list[dict]:
     if not Path(path).exists():
         return []
     with open(path) as f:
-        rows = [{k: (int(v) if k in INT_COLUMNS else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: (int(v) if k in INT_COLUMNS else float(v or "nan")) for k, v in row.items()}
+                for row in csv.DictReader(f)]
     return [r for r in rows if up_to_generation is None or r["generation"] <= up_to_generation]
 
 
@@ -99,12 +104,12 @@ class MetricsLog:
         path = self.run_dir / METRICS_FILE
         tmp = path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="nan")
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, path)
         self._file = open(path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
+        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS, restval="nan")
         self._board = None
         if self.tensorboard:
             from tensorboardX import SummaryWriter
@@ -139,5 +144,5 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
         pass
 
 
-__all__ = ["METRICS_FILE", "CSV_COLUMNS", "INT_COLUMNS", "RATE_COLUMNS", "POPULATION_COLUMNS", "metric_rows",
+__all__ = ["METRICS_FILE", "CSV_COLUMNS", "TRAINING_EPISODES", "INT_COLUMNS", "RATE_COLUMNS", "POPULATION_COLUMNS", "metric_rows",
            "blank_row", "read_metrics", "read_metric_columns", "MetricsLog", "write_metrics"]
