@@ -35,12 +35,13 @@ import numpy as np
 from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curves, new_figure, save_figure
 from pderl_jax.config import EVOLUTIONARY_MODES
 from pderl_jax.experiments.compare import METHODS, finished_run
-from pderl_jax.experiments.paper import TABLE2, TABLE2_OUTCOMES
+from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, TABLE2, TABLE2_OUTCOMES, paper_result
 from pderl_jax.presets import recorded_preset, with_preset
 from pderl_jax.training.metrics import RATE_COLUMNS
 
 HERE = Path(__file__).parent
 PUBLISHED = HERE / "published_curves.json"
+EQUAL_FRAMES = (100_000, 300_000)  # the frame counts of the Table 1-style comparison
 MARKERS = {"td3-paper": "o", "tianshou-td3": "s", "tianshou-ddpg": "^", "baselines-ppo2": "D", "cleanrl-ppo": "v"}
 
 
@@ -202,7 +203,7 @@ def cell(stats: dict | None) -> str:
     return f"{stats['mean']:.0f}{spread}" + (f" (n={stats['n']})" if "n" in stats else "")
 
 
-def report(root: Path, points: list[int]) -> dict:
+def report(root: Path, points: list[int], equal_frames: tuple[int, ...] = EQUAL_FRAMES) -> dict:
     summary = {"points": points, "tasks": {}}
     lines = [f"Champion test return (mean ± std over seeds, ddof 0) at each frame count; the published "
              f"points from {PUBLISHED.name}.\n"]
@@ -219,6 +220,10 @@ def report(root: Path, points: list[int]) -> dict:
                 rl = values_at(runs, points, "rl_test")
                 entry["methods"][method]["rl_actor_at"] = {str(p): statistics(rl[:, i]) for i, p in enumerate(points)}
                 entry["methods"][method]["learner"] = runs[0].config.get("learner", {}).get("algorithm", "ddpg")
+            training = values_at(runs, points, "training_return")
+            if np.isfinite(training).any():  # PPO: the sources' measure, the last 100 training episodes
+                entry["methods"][method]["training_at"] = {str(p): statistics(training[:, i])
+                                                           for i, p in enumerate(points)}
             if method in TABLE2.get(task, {}) and selection_rates(runs):
                 entry["selection"][method] = selection_rates(runs)
             if operator_study(runs):
@@ -226,6 +231,7 @@ def report(root: Path, points: list[int]) -> dict:
         summary["tasks"][task] = entry
         lines += task_tables(task, entry, points)
         plot_task(task, methods, entry, backends[task], root / f"curves_{task}.png")
+    lines += equal_frames_table(summary, [p for p in equal_frames if p in points])
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -240,6 +246,9 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
         if "rl_actor_at" in result:
             lines.append(f"| ours: {name(method)}'s {result['learner'].upper()} actor | "
                          + " | ".join(cell(result["rl_actor_at"][str(p)]) for p in points) + " |")
+        if "training_at" in result:
+            lines.append(f"| ours: {name(method)}, training episodes (last 100) | "
+                         + " | ".join(cell(result["training_at"][str(p)]) for p in points) + " |")
     for source in entry["published"]:
         if not any(str(p) in source["points"] for p in points):
             continue
@@ -282,6 +291,39 @@ def task_tables(task: str, entry: dict, points: list[int]) -> list[str]:
     return lines
 
 
+def equal_frames_table(summary: dict, points: list[int]) -> list[str]:
+    """Every method of every task at equal frames (IQM [95% CI], rank by IQM within the column), beside the
+    paper's Table 1 (its final returns at the official frame budgets); [] without points."""
+    tasks = [t for t in summary["tasks"] if t in TABLE1]
+    if not points or not tasks:
+        return []
+    methods = list(dict.fromkeys(m for t in tasks for m in summary["tasks"][t]["methods"]))
+    columns = [(t, p) for t in tasks for p in points]
+    ranks = {}
+    for task, p in columns:
+        found = {m: r["at"][str(p)]["iqm"] for m, r in summary["tasks"][task]["methods"].items()
+                 if r["at"][str(p)]["iqm"] is not None}
+        for rank, m in enumerate(sorted(found, key=found.get, reverse=True), 1):
+            ranks[task, p, m] = rank
+    header = ("| method | " + " | ".join(f"{t} {p // 1000}k" for t, p in columns) + " | "
+              + " | ".join(f"paper, {t} ({PAPER_FRAMES[t] // 10**6}M)" for t in tasks) + " |")
+    lines = ["\n### At equal frames, beside the paper's Table 1\n",
+             "Champion test (PPO: our test of its deterministic policy): IQM of the seeds [95% stratified bootstrap "
+             "interval], (rank by IQM in the column), n seeds. The paper's Table 1: mean ± std of five seeds at the "
+             "official frame budget (gym v2).\n", header, "|---|" + "---|" * (len(columns) + len(tasks))]
+    for method in methods:
+        cells = []
+        for task, p in columns:
+            stats = summary["tasks"][task]["methods"].get(method, {}).get("at", {}).get(str(p))
+            cells.append("-" if not stats or stats["iqm"] is None else
+                         f"{iqm_cell(stats)} ({ranks[task, p, method]}) n={stats['n']}")
+        # the paper ran each method on its default learner (TD3: the authors' own, our td3-2018)
+        paper = [paper_result(t, method) if " @ " not in method else None for t in tasks]
+        cells += [f"{r['mean']} ± {r['std']}" if r else "-" for r in paper]
+        lines.append(f"| {name(method)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot_task(task: str, methods: dict, entry: dict, backend: str, path: Path) -> None:
     fig, (ax,) = new_figure(7.5, 4.6)
     top = max(np.nanmax(r.metrics["frames"]) for runs in methods.values() for r in runs)
@@ -293,6 +335,12 @@ def plot_task(task: str, methods: dict, entry: dict, backend: str, path: Path) -
             mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
         line, = ax.plot(grid, mean, label=f"{name(method)} (ours, {len(runs)} seeds)")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        if "training_at" in entry["methods"][method]:  # PPO: also the sources' measure, as they plot it
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                training = np.nanmean(values_at(runs, list(grid), "training_return"), axis=0)
+            ax.plot(grid, training, linestyle="--", color=line.get_color(),
+                    label=f"{name(method)} (ours), training episodes (last 100)")
     for shift, source in enumerate(s for s in entry["published"] if s["key"] in MARKERS):
         xs = [int(p) for p in source["points"] if int(p) <= top * 1.05]
         ys = [source["points"][str(x)][0] for x in xs]

@@ -147,6 +147,11 @@ def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
     assert np.isnan(float(rows[-1]["pop_mean"]))
     summary = json.loads((tmp_path / "ppo" / "summary.json").read_text())
     assert summary["methods"]["ppo"]["finals"] == [float(rows[-1]["champion_test"])]
+    assert np.isnan(float(rows[0]["training_return"]))  # no training episode has finished before training
+    trained = float(rows[-1]["training_return"])  # episodes of 20 steps have finished since: the sources' measure
+    assert np.isfinite(trained) and abs(trained) <= 20 * 10
+    assert summary["methods"]["ppo"]["training"]["finals"] == [trained]
+    assert "training episodes, mean (last 100)" in (tmp_path / "ppo" / "table.md").read_text()
     assert summary["methods"]["ppo"]["preset"] == "cleanrl"
     assert json.loads((tmp_path / "ppo" / "config.json").read_text())["presets"] == {"ppo": "cleanrl"}
     run_summary = json.loads((tmp_path / "ppo" / "ppo" / "run_000" / "summary.json").read_text())

@@ -276,3 +276,28 @@ def test_plot_single_run_is_fast_and_survives_short_runs(tmp_path):
     assert plot_single_run(empty).exists()
     with pytest.raises(ConfigError, match="cannot read the metrics"):
         plot_single_run(tmp_path / "missing")
+
+
+def test_a_metrics_csv_written_before_the_training_return_column_reads_and_continues_with_nan(tmp_path):
+    """Runs recorded before 0.8.0 have no training_return: read, resumed (rewritten with the rows kept)
+    and read again, their rows say NaN there and keep every other value; new rows keep theirs."""
+    from pderl_jax.training.metrics import MetricsLog, blank_row, read_metric_columns, read_metrics
+
+    rng = np.random.default_rng()
+    old_columns = [c for c in CSV_COLUMNS if c != "training_return"]
+    values = [{c: (i + 1 if c in ("generation", "frames", "synced") else float(rng.normal())) for c in old_columns}
+              for i in range(2)]
+    with open(tmp_path / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_columns)
+        writer.writeheader()
+        writer.writerows(values)
+    assert np.isnan(read_metric_columns(tmp_path / "metrics.csv")["training_return"]).all()
+    measured = float(rng.normal())
+    with MetricsLog(tmp_path, read_metrics(tmp_path / "metrics.csv")) as log:
+        log.write([blank_row(generation=3, frames=3, synced=0, training_return=measured)])
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert list(rows[0]) == CSV_COLUMNS
+    assert [math.isnan(r["training_return"]) for r in rows] == [True, True, False]
+    assert rows[2]["training_return"] == pytest.approx(measured)
+    for before, after in zip(values, rows):
+        assert {c: after[c] for c in old_columns} == pytest.approx(before)

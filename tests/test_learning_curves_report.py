@@ -156,3 +156,46 @@ def test_report_matches_hand_computed_statistics(tmp_path):
     write_run(tmp_path / "Hopper-again" / "td3" / "run_000", 0, "td3", random_rows(rng, 300), True, preset="td3-2018")
     with pytest.raises(SystemExit, match="hopper td3: runs in two comparisons"):
         learning_curves.report(tmp_path, POINTS)
+
+
+def test_ppo_training_returns_and_the_equal_frames_table(tmp_path):
+    """PPO's training-episode column is read like the test column; the equal-frames table ranks every
+    method by IQM within each task and frame count and sets the paper's Table 1 beside the default learners."""
+    rng = np.random.default_rng()
+    ppo_rows = []
+    for seed in range(3):
+        rows = random_rows(rng, 300)
+        for row in rows:
+            row["training_return"] = float(rng.normal(100, 50))
+        ppo_rows.append(rows)
+    write_comparison(tmp_path / "Hopper-ppo", "hopper", ["ppo"])
+    for seed, rows in enumerate(ppo_rows):
+        write_run(tmp_path / "Hopper-ppo" / "ppo" / f"run_{seed:03d}", seed, "ppo", rows, True, preset="cleanrl")
+    write_comparison(tmp_path / "Hopper", "hopper", ["td3"])
+    for seed in range(3):
+        write_run(tmp_path / "Hopper" / "td3" / f"run_{seed:03d}", seed, "td3", random_rows(rng, 300), True,
+                  preset="td3-2018")
+    write_comparison(tmp_path / "Hopper-official", "hopper", ["td3"])
+    write_run(tmp_path / "Hopper-official" / "td3" / "run_000", 0, "td3", random_rows(rng, 300), True)
+
+    summary = learning_curves.report(tmp_path, POINTS, equal_frames=(100, 300))
+    methods = summary["tasks"]["hopper"]["methods"]
+    for point in POINTS:
+        values = np.array([reference_value(rows, point, "training_return") for rows in ppo_rows])
+        finite = values[np.isfinite(values)]
+        got = methods["ppo"]["training_at"][str(point)]
+        assert got["n"] == finite.size
+        assert got["mean"] == (pytest.approx(np.mean(finite), rel=1e-9) if finite.size else None)
+    assert "training_at" not in methods["td3"]  # NaN throughout: not measured
+
+    table = (tmp_path / "table.md").read_text()
+    lines = {line.split(" | ")[0]: line.split(" | ")[1:] for line in table.splitlines()
+             if line.startswith("| ") and "equal frames" not in line}
+    for column, point in enumerate((100, 300)):
+        found = {m: methods[m]["at"][str(point)]["iqm"] for m in methods if methods[m]["at"][str(point)]["iqm"] is not None}
+        order = sorted(found, key=found.get, reverse=True)
+        for rank, method in enumerate(order, 1):
+            label = "| " + learning_curves.name(method)
+            assert f"({rank}) n={methods[method]['at'][str(point)]['n']}" in lines[label][column]
+    assert lines["| TD3"][2].startswith("3231 ± 213") and lines["| PPO"][2].startswith("2348 ± 342")  # Table 1
+    assert lines["| TD3 @ official"][2].startswith("-")  # the paper ran TD3 as its authors set it

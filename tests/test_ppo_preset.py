@@ -173,6 +173,41 @@ def test_ppo_returns_are_our_champion_test_of_the_clipped_deterministic_policy()
 
 
 
+def test_training_return_is_the_mean_raw_return_of_the_last_100_finished_training_episodes():
+    """The sources' measure through the whole chain PPO trains on: our CleanRL wrappers (clipped actions,
+    fresh starts, rewards normalised) under brax's EpisodeWrapper sums, brax's logger, `TrainingReturns`;
+    against the returns summed by hand from the raw rewards (the clipped action + 1 a step on the toy
+    task), some episodes ended by the task, others by the time limit, over 100 of them."""
+    from brax.training.logger import EpisodeMetricsLogger
+
+    from pderl_jax.experiments.ppo import TrainingReturns
+    from pderl_jax.training.metrics import TRAINING_EPISODES
+
+    rng = np.random.default_rng()
+    n, lifetime = 4, int(rng.integers(3, 6))
+    limit = int(rng.integers(2, 2 * lifetime))  # the time limit or the task ends the episodes, or both do
+    env = cleanrl_wrap(Walk(lifetime), episode_length=limit, action_repeat=1, gamma=0.99, reward_clip=0.5)
+    steps = (TRAINING_EPISODES // n + 10) * min(limit, lifetime)  # over 100 episodes
+    actions = rng.normal(0, 2, (steps, n, 1)).astype(np.float32)
+    training = TrainingReturns()
+    logger = EpisodeMetricsLogger(steps_between_logging=1, progress_fn=training.update)
+    state = jax.jit(env.reset)(jax.random.split(jax.random.key(int(rng.integers(2**31))), n))
+    step = jax.jit(env.step)
+    running, finished = np.zeros(n), []
+    for t in range(steps):
+        state = step(state, jnp.asarray(actions[t]))
+        assert np.abs(np.asarray(state.reward)).max() <= 0.5 + 1e-6  # PPO learns from normalised rewards
+        running += np.clip(actions[t, :, 0].astype(np.float64), -1, 1) + 1.0
+        ended = np.asarray(state.info["episode_done"]).astype(bool)
+        finished += running[ended].tolist()
+        running[ended] = 0.0
+        metrics = jax.tree.map(lambda x: np.asarray(x)[None], state.info["episode_metrics"])
+        logger.update_episode_metrics(metrics, np.asarray(state.info["episode_done"])[None], {})
+    assert len(finished) > TRAINING_EPISODES and not math.isnan(training.latest)
+    assert training.latest == pytest.approx(np.mean(finished[-TRAINING_EPISODES:]), rel=1e-5)
+    assert training.latest != pytest.approx(np.mean(finished), rel=1e-5)  # the window, not every episode
+
+
 def test_cleanrl_rows_fall_just_before_the_frame_counts_the_reports_read():
     """brax runs num_evals - 1 epochs of ceil(frames / ((num_evals - 1) * 2048)) iterations (train.py); the
     reports read a curve at its last row at or before 100k, 300k and 1M frames."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import shutil
@@ -124,15 +125,24 @@ def finished_run(summary_file: Path) -> bool:
     return summary_file.exists() and not json.loads(summary_file.read_text()).get("interrupted", False)
 
 
-def final_tests(folders: list[Path]) -> list[float]:
-    """The last row's champion test of each run."""
+def final_tests(folders: list[Path], column: str = "champion_test") -> list[float]:
+    """The last row's champion test (or another column) of each run; NaN where a run lacks the column."""
     values = []
     for folder in folders:
         rows = read_metrics(folder / METRICS_FILE)
         if not rows:
             raise ConfigError(f"{folder}/metrics.csv has no rows")
-        values.append(rows[-1]["champion_test"])
+        values.append(rows[-1].get(column, math.nan))
     return values
+
+
+def training_statistics(folders: list[Path]) -> dict:
+    """For runs that measure it (PPO), the final training-episode return's mean, std, median and values
+    (the sources' measure: the last 100 finished training episodes); {} otherwise."""
+    finals = final_tests(folders, "training_return")
+    if not all(math.isfinite(v) for v in finals):
+        return {}
+    return {"training": {**final_statistics(finals), "finals": finals}}
 
 
 def compare(task: str, env: Environment, methods: list[str], seeds: list[int], frames: int, out_dir: Path,
@@ -183,7 +193,7 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
         finals = final_tests(folders)
         results[method] = {**final_statistics(finals), "finals": finals, "wall_s": wall, "compile_s": compile_s,
                            "device": device, "runs": [str(f.relative_to(out_dir)) for f in folders],
-                           **({"preset": presets[method]} if method in presets else {})}
+                           **({"preset": presets[method]} if method in presets else {}), **training_statistics(folders)}
         print_fn(f"compare: {method} final champion test {results[method]['mean']:.1f} +- "
                  f"{results[method]['std']:.1f} over {len(seeds)} seeds ({results[method]['wall_s']:.0f} s)")
     summary = {"task": task, "frames": frames, "seeds": seeds, "device": device,
@@ -301,6 +311,11 @@ def format_table(summary: dict) -> str:
     lines = [row("metric", [method_name(m, r) for m, r in results.items()]), "|---|" + "---|" * len(results)]
     for key, name in (("mean", "mean"), ("std", "std"), ("median", "median"), ("wall_s", "wall-clock (s)")):
         lines.append(row(name, [f"{r[key]:.0f}" for r in results.values()]))
+    if any("training" in r for r in results.values()):
+        lines.append(row("training episodes, mean (last 100)",
+                         [f"{r['training']['mean']:.0f}" if "training" in r else "-" for r in results.values()]))
+        lines.append(row("training episodes, std",
+                         [f"{r['training']['std']:.0f}" if "training" in r else "-" for r in results.values()]))
     if any(r.get("compile_s") for r in results.values()):
         lines.append(row("of which compile (s)",
                          [f"{r['compile_s']:.0f}" if r.get("compile_s") else "-" for r in results.values()]))
@@ -320,10 +335,11 @@ def write_table(summary: dict, out_dir: Path) -> None:
     (out_dir / "table.md").write_text(header + format_table(summary) + "\n" + paper)
     with open(out_dir / "table.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "mean", "std", "median", "n", "wall_s", "device", "finals"])
+        writer.writerow(["method", "mean", "std", "median", "n", "wall_s", "device", "finals", "training_finals"])
         for method, r in summary["methods"].items():
             writer.writerow([method, r["mean"], r["std"], r["median"], r["n"], r["wall_s"], summary["device"],
-                             " ".join(f"{v:.3f}" for v in r["finals"])])
+                             " ".join(f"{v:.3f}" for v in r["finals"]),
+                             " ".join(f"{v:.3f}" for v in r.get("training", {}).get("finals", []))])
 
 
 def plot_figure4(out_dir: Path, methods: list[str], path: Path, title: str = "") -> Path:
