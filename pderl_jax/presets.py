@@ -150,6 +150,7 @@ def get_preset(name: str) -> Preset:
 # PPO ran on before PPO presets (0.8).
 PPO_DEFAULT_PRESET = "cleanrl"
 PPO_EARLIER_PRESET = "brax-notebook"
+PPO_BRAX_LOSS_PRESET = "cleanrl-brax-loss"  # cleanrl's settings with brax's loss: `cleanrl` until 0.8.0
 
 
 def default_preset(mode: str) -> str:
@@ -160,8 +161,11 @@ def default_preset(mode: str) -> str:
 
 def recorded_preset(record: dict) -> str:
     """The preset a run's config.json (or a config dict) names; records written before presets: official
-    (PPO: brax-notebook)."""
-    return record.get("preset", PPO_EARLIER_PRESET if record.get("mode") == "ppo" else OFFICIAL.name)
+    (PPO: brax-notebook); PPO runs of `cleanrl` recorded before its loss was CleanRL's: cleanrl-brax-loss."""
+    preset = record.get("preset", PPO_EARLIER_PRESET if record.get("mode") == "ppo" else OFFICIAL.name)
+    if record.get("mode") == "ppo" and preset == PPO_DEFAULT_PRESET and "loss" not in record:
+        return PPO_BRAX_LOSS_PRESET
+    return preset
 
 
 def with_preset(name: str, method: str, preset: str) -> str:
@@ -174,5 +178,5 @@ def describe_presets() -> str:
     return "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
 
 
-__all__ = ["OFFICIAL", "PPO_DEFAULT_PRESET", "PPO_EARLIER_PRESET", "PRESETS", "Preset", "default_preset", "describe_presets", "get_preset", "recorded_preset",
+__all__ = ["OFFICIAL", "PPO_BRAX_LOSS_PRESET", "PPO_DEFAULT_PRESET", "PPO_EARLIER_PRESET", "PRESETS", "Preset", "default_preset", "describe_presets", "get_preset", "recorded_preset",
            "with_preset"]

@@ -163,7 +163,7 @@ def test_ppo_runs_on_brax_and_is_counted_like_our_runs(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["compare", "--env", "hopper", "--backend", "brax", "--methods", "ppo", "--ppo-preset", "sb3"],
-     "unknown PPO preset 'sb3'; choose one of cleanrl, brax-notebook"),
+     "unknown PPO preset 'sb3'; choose one of cleanrl, cleanrl-brax-loss, brax-notebook"),
     (["compare", "--methods", "pderl,dqn"], "unknown dqn"),
     (["compare", "--seeds", "0"], "--seeds"),
     (["compare", "--env", "HalfCheetah-v5", "--backend", "native", "--methods", "ppo"], "needs JAX physics"),

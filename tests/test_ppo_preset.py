@@ -1,6 +1,7 @@
 """The CleanRL PPO preset: its brax arguments against the source's table, and the wrappers that add what
 brax lacks (reward normalisation against a float64 NumPy VecNormalize, fresh resets, clipped actions)."""
 
+import dataclasses
 import math
 
 import jax
@@ -61,8 +62,12 @@ def test_the_preset_holds_the_sources_settings():
     assert CLEANRL.reward_normalisation and CLEANRL.reward_clip == 10 and CLEANRL.observation_clip == 10
     assert CLEANRL.clip_actions and "cleanrl" in CLEANRL.source and "baselines" in CLEANRL.source
     assert CLEANRL.fresh_resets and CLEANRL.env_wrappers and not PPO_PRESETS["brax-notebook"].env_wrappers
-    assert set(PPO_PRESETS) == {"cleanrl", "brax-notebook"}
-    with pytest.raises(ConfigError, match="unknown PPO preset 'sb3'; choose one of cleanrl, brax-notebook"):
+    assert set(PPO_PRESETS) == {"cleanrl", "cleanrl-brax-loss", "brax-notebook"}
+    assert CLEANRL.loss == "cleanrl" and PPO_PRESETS["brax-notebook"].loss == "brax"
+    brax_loss = PPO_PRESETS["cleanrl-brax-loss"]  # the same settings, brax's own loss
+    assert brax_loss.loss == "brax" and dataclasses.replace(brax_loss, name=CLEANRL.name, summary=CLEANRL.summary,
+                                                             loss=CLEANRL.loss) == CLEANRL
+    with pytest.raises(ConfigError, match="unknown PPO preset 'sb3'; choose one of cleanrl, cleanrl-brax-loss, brax-notebook"):
         get_ppo_preset("sb3")
 
 
@@ -220,3 +225,27 @@ def test_cleanrl_rows_fall_just_before_the_frame_counts_the_reports_read():
     assert per_epoch == 49_152 and rows[-1] >= frames
     gaps = [point - max(r for r in rows if r <= point) for point in (100_000, 300_000, 1_000_000)]
     assert gaps == [1_696, 5_088, 16_960]
+
+
+def test_cleanrl_runs_recorded_before_its_cleanrl_loss_read_as_cleanrl_brax_loss(tmp_path):
+    """Runs (and comparisons resumed) of `cleanrl` written before the preset took CleanRL's loss ran brax's:
+    they are labelled, and continue, as cleanrl-brax-loss; newer records name their loss."""
+    import json
+
+    from pderl_jax.experiments.compare import read_comparison
+    from pderl_jax.presets import recorded_preset, with_preset
+
+    assert recorded_preset({"mode": "ppo", "preset": "cleanrl"}) == "cleanrl-brax-loss"
+    assert recorded_preset({"mode": "ppo", "preset": "cleanrl", "loss": "cleanrl"}) == "cleanrl"
+    assert recorded_preset({"mode": "ppo"}) == "brax-notebook"  # before PPO presets
+    assert with_preset("PPO", "ppo", recorded_preset({"mode": "ppo", "preset": "cleanrl"})) == "PPO @ cleanrl-brax-loss"
+    record = {"task": "hopper", "methods": ["ppo"], "seeds": [0], "frames": 100, "overrides": {},
+              "presets": {"ppo": "cleanrl"}, "environment": {"name": "hopper", "backend": "mjx", "episode_length": 10}}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    assert read_comparison(tmp_path)["presets"]["ppo"] == "cleanrl"  # nothing run yet: as recorded
+    (tmp_path / "ppo" / "run_000").mkdir(parents=True)
+    (tmp_path / "ppo" / "run_000" / "config.json").write_text(json.dumps({"mode": "ppo", "preset": "cleanrl"}))
+    assert read_comparison(tmp_path)["presets"]["ppo"] == "cleanrl-brax-loss"
+    (tmp_path / "ppo" / "run_000" / "config.json").write_text(json.dumps({"mode": "ppo", "preset": "cleanrl",
+                                                                           "loss": "cleanrl"}))
+    assert read_comparison(tmp_path)["presets"]["ppo"] == "cleanrl"

@@ -27,7 +27,7 @@ from pderl_jax.analysis.curves import backend_label, find_runs, interpolate_curv
 from pderl_jax.config import (EVOLUTIONARY_MODES, LEARNER_MODES, Config, ConfigError, load_config,
                               with_overrides)
 from pderl_jax.envs.rollout import Environment
-from pderl_jax.presets import PPO_EARLIER_PRESET, default_preset, recorded_preset, with_preset
+from pderl_jax.presets import PPO_DEFAULT_PRESET, PPO_EARLIER_PRESET, default_preset, recorded_preset, with_preset
 from pderl_jax.experiments.paper import PAPER_FRAMES, TABLE1, side_by_side
 from pderl_jax.experiments.ppo import train_ppo
 from pderl_jax.experiments.ppo_presets import DEFAULT_PPO_PRESET, get_ppo_preset
@@ -237,6 +237,9 @@ def read_comparison(out_dir: Path) -> dict:
                              if method != "ppo"}
     if "ppo" in record["methods"] and "ppo" not in record["presets"]:  # before PPO presets (0.8)
         record["presets"]["ppo"] = PPO_EARLIER_PRESET
+    first_ppo_run = Path(out_dir) / "ppo" / "run_000" / "config.json"
+    if record["presets"].get("ppo") == PPO_DEFAULT_PRESET and first_ppo_run.exists():  # before its CleanRL loss
+        record["presets"]["ppo"] = recorded_preset(json.loads(first_ppo_run.read_text()))
     return record
 
 

@@ -34,6 +34,7 @@ from pderl_jax.config import ConfigError
 from pderl_jax.envs.brax_env import BraxEnvironment
 from pderl_jax.envs.quiet import import_mjx
 from pderl_jax.envs.rollout import rollout
+from pderl_jax.experiments.ppo_loss import brax_ppo_loss, cleanrl_loss
 from pderl_jax.experiments.ppo_presets import DEFAULT_PPO_PRESET, PpoPreset, get_ppo_preset
 from pderl_jax.experiments.ppo_wrappers import wrap_fn
 from pderl_jax.training.generation import TEST_EPISODES
@@ -60,6 +61,7 @@ BRAX_NOTEBOOK_SETTINGS = {
     "swimmer": _LOCOMOTION,
 }
 MIN_ITERATIONS = 20
+PPO_LOSSES = {"brax": None, "cleanrl": cleanrl_loss}  # a preset's `loss`: None keeps brax's own
 EVALUATIONS = 10  # brax-notebook: rows per run
 # cleanrl: a row every 24 iterations of 2048 steps, so that rows fall just before 100k, 300k and 1M frames
 # (98,304, 294,912, 983,040), where the reports read the curves
@@ -152,7 +154,7 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
         "task": env.task, "mode": "ppo", "seed": seed, "frames": frames, "preset": chosen.name,
         "ppo": settings, "ppo_network": chosen.network, "reward_normalisation": chosen.reward_normalisation,
         "observation_clip": chosen.observation_clip, "clip_actions": chosen.clip_actions,
-        "fresh_resets": chosen.fresh_resets,
+        "fresh_resets": chosen.fresh_resets, "loss": chosen.loss,
         "settings_source": chosen.source + (", batch scaled to the budget" if chosen.scale_to_budget else ""),
         "environment": environment_record(env)}, indent=2))
     rows, start = [], time.perf_counter()
@@ -167,12 +169,13 @@ def train_ppo(env, seed: int, frames: int, out_dir: Path, preset: str = DEFAULT_
         print_fn(f"ppo seed {seed}: {int(step)} frames, test {value:.1f}, training episodes "
                  f"{training.latest:.1f} ({rows[-1]['wall_s']:.0f} s)")
 
-    ppo.train(environment=environment, num_timesteps=frames, episode_length=env.episode_length,
-              num_evals=evaluations(chosen, frames), run_evals=False, seed=seed,
-              log_training_metrics=True, training_metrics_steps=1,
-              policy_params_fn=record, progress_fn=training.update, network_factory=network_factory(chosen),
-              **({"wrap_env_fn": wrap_fn(chosen, settings["discounting"])} if chosen.env_wrappers else {}),
-              **settings)
+    with brax_ppo_loss(PPO_LOSSES[chosen.loss]):
+        ppo.train(environment=environment, num_timesteps=frames, episode_length=env.episode_length,
+                  num_evals=evaluations(chosen, frames), run_evals=False, seed=seed,
+                  log_training_metrics=True, training_metrics_steps=1,
+                  policy_params_fn=record, progress_fn=training.update, network_factory=network_factory(chosen),
+                  **({"wrap_env_fn": wrap_fn(chosen, settings["discounting"])} if chosen.env_wrappers else {}),
+                  **settings)
     rows[-1]["wall_s"] = round(time.perf_counter() - start, 3)
     write_metrics(out_dir, rows)
     # written last: a comparison resumed later keeps the runs that have one

@@ -16,7 +16,7 @@ import dataclasses
 import math
 
 from pderl_jax.config import ConfigError
-from pderl_jax.presets import PPO_DEFAULT_PRESET
+from pderl_jax.presets import PPO_BRAX_LOSS_PRESET, PPO_DEFAULT_PRESET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,7 @@ class PpoPreset:
     clip_actions: bool = False  # actions clipped to the action box before the task sees them
     fresh_resets: bool = False  # a finished episode restarts from a new initial state (brax: from its first one)
     scale_to_budget: bool = False  # halve the batch until the budget holds MIN_ITERATIONS iterations
+    loss: str = "brax"  # "brax": brax's own; "cleanrl": ppo_loss.cleanrl_loss (advantages fixed per rollout)
 
     @property
     def env_wrappers(self) -> bool:
@@ -75,7 +76,14 @@ CLEANRL = PpoPreset(
     observation_clip=10.0,  # TransformObservation clip +-10
     clip_actions=True,  # gym ClipAction
     fresh_resets=True,  # gym vector environments reset a finished episode afresh
+    loss="cleanrl",  # advantages and returns once per rollout from its critic, time limits end returns
 )
+
+# The same settings with brax's own loss, which recomputes the advantages with the critic of the moment at
+# every minibatch: the `cleanrl` preset until 0.8.0, kept to reproduce its runs and to measure the difference.
+CLEANRL_BRAX_LOSS = dataclasses.replace(
+    CLEANRL, name=PPO_BRAX_LOSS_PRESET, loss="brax",
+    summary=CLEANRL.summary + "; brax's own loss (advantages recomputed with the current critic)")
 
 # What brax's PPO does differently from CleanRL with the preset above, and why it is left so.
 CLEANRL_DEPARTURES = (
@@ -83,8 +91,8 @@ CLEANRL_DEPARTURES = (
     "adaptive-KL schedule",
     "Adam epsilon: optax's 1e-8 (CleanRL 1e-5); brax builds the optimiser itself",
     "minibatches: 32 contiguous 64-step segments of the rollout, reshuffled each epoch (CleanRL: 64 random "
-    "steps); GAE is computed per segment with the current critic, bootstrapped at the segment's end",
-    "time limits: brax bootstraps through the time limit (CleanRL treats it as terminal)",
+    "steps); GAE runs per segment, bootstrapped at the segment's end by the critic of the moment (CleanRL: "
+    "once over the rollout)",
     "critic's last layer: orthogonal with gain sqrt(2) (CleanRL 1.0); brax has one initialiser per network",
 )
 
@@ -98,7 +106,7 @@ BRAX_NOTEBOOK = PpoPreset(
     scale_to_budget=True,
 )
 
-PPO_PRESETS = {preset.name: preset for preset in (CLEANRL, BRAX_NOTEBOOK)}
+PPO_PRESETS = {preset.name: preset for preset in (CLEANRL, CLEANRL_BRAX_LOSS, BRAX_NOTEBOOK)}
 DEFAULT_PPO_PRESET = PPO_DEFAULT_PRESET
 assert DEFAULT_PPO_PRESET in PPO_PRESETS
 
@@ -109,5 +117,5 @@ def get_ppo_preset(name: str) -> PpoPreset:
     return PPO_PRESETS[name]
 
 
-__all__ = ["BRAX_NOTEBOOK", "CLEANRL", "CLEANRL_DEPARTURES", "DEFAULT_PPO_PRESET", "PPO_PRESETS", "PpoPreset",
+__all__ = ["BRAX_NOTEBOOK", "CLEANRL", "CLEANRL_BRAX_LOSS", "CLEANRL_DEPARTURES", "DEFAULT_PPO_PRESET", "PPO_PRESETS", "PpoPreset",
            "get_ppo_preset"]
