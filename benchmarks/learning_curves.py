@@ -49,18 +49,20 @@ def base_method(label: str) -> str:
     return label.split(" @ ")[0]
 
 
-def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
-    """(task -> method label -> RunRecords with at least one row, task -> backend label), from every
+def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, list[str]]]:
+    """(task -> method label -> RunRecords with at least one row, task -> backend labels), from every
     comparison folder under root (a folder per method); a method of a task on one preset found in two
     comparisons is an error."""
     found: dict[str, dict[str, list]] = {}
-    backends: dict[str, str] = {}
+    backends: dict[str, list[str]] = {}
     for comparison in sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()):
         record = json.loads((comparison / "config.json").read_text())
         if "task" not in record:
             continue
         task = record["task"]
-        backends.setdefault(task, backend_label(record["environment"]))
+        labels = backends.setdefault(task, [])  # every backend of the task's comparisons, in order
+        if backend_label(record["environment"]) not in labels:
+            labels.append(backend_label(record["environment"]))
         for method in METHODS:
             if not (comparison / method).is_dir():
                 continue
@@ -230,7 +232,7 @@ def report(root: Path, points: list[int], equal_frames: tuple[int, ...] = EQUAL_
                 entry["operators"][method] = operator_study(runs)
         summary["tasks"][task] = entry
         lines += task_tables(task, entry, points)
-        plot_task(task, methods, entry, backends[task], root / f"curves_{task}.png")
+        plot_task(task, methods, entry, ", ".join(backends[task]), root / f"curves_{task}.png")
     lines += equal_frames_table(summary, [p for p in equal_frames if p in points])
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     (root / "table.md").write_text("\n".join(lines) + "\n")
@@ -351,7 +353,7 @@ def plot_task(task: str, methods: dict, entry: dict, backend: str, path: Path) -
                     label=f"{source['label']} ({source['task_version'].split(' ')[0]})")
     ax.set_xlabel("frames")
     ax.set_ylabel("champion test return")
-    ax.set_title(f"{task} ({backend}): ours, mean ± std over seeds; published TD3, DDPG and PPO")
+    ax.set_title(f"{task} ({backend}): ours, mean ± std over seeds; published points", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     save_figure(fig, path)
 

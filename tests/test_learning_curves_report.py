@@ -29,10 +29,11 @@ def write_comparison(folder: Path, task: str, methods: list[str]) -> None:
 
 
 def write_run(folder: Path, seed: int, mode: str, rows: list[dict], finished: bool | None,
-              preset: str | None = None) -> None:
-    """A run folder; without `preset` its config.json has none, as the records written before presets."""
+              preset: str | None = None, **recorded) -> None:
+    """A run folder; without `preset` its config.json has none, as the records written before presets;
+    `recorded`: more fields of its config.json."""
     folder.mkdir(parents=True)
-    record = {"task": "hopper", "mode": mode, "seed": seed, **({"preset": preset} if preset else {})}
+    record = {"task": "hopper", "mode": mode, "seed": seed, **({"preset": preset} if preset else {}), **recorded}
     (folder / "config.json").write_text(json.dumps(record))
     with open(folder / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
@@ -170,7 +171,8 @@ def test_ppo_training_returns_and_the_equal_frames_table(tmp_path):
         ppo_rows.append(rows)
     write_comparison(tmp_path / "Hopper-ppo", "hopper", ["ppo"])
     for seed, rows in enumerate(ppo_rows):
-        write_run(tmp_path / "Hopper-ppo" / "ppo" / f"run_{seed:03d}", seed, "ppo", rows, True, preset="cleanrl")
+        write_run(tmp_path / "Hopper-ppo" / "ppo" / f"run_{seed:03d}", seed, "ppo", rows, True, preset="cleanrl",
+                  loss="cleanrl")
     write_comparison(tmp_path / "Hopper", "hopper", ["td3"])
     for seed in range(3):
         write_run(tmp_path / "Hopper" / "td3" / f"run_{seed:03d}", seed, "td3", random_rows(rng, 300), True,
