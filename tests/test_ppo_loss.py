@@ -43,7 +43,7 @@ def test_segment_advantages_match_cleanrl_gae():
         np.testing.assert_allclose(np.asarray(returns)[:, b], expected_returns, rtol=1e-4, atol=1e-5)
 
 
-def random_minibatch(rng, batch, steps, obs_size, action_size, networks, params, normalizer):
+def random_minibatch(rng, batch, steps, obs_size, networks, params, normalizer):
     """A minibatch [B, T] as brax's trainer hands it to the loss: the actions sampled, their log-probs and the
     critic's values recorded by a policy slightly different from `params` (so the ratios are not all 1)."""
     observation = rng.normal(size=(batch, steps, obs_size)).astype(np.float32)
@@ -104,7 +104,7 @@ def test_cleanrl_loss_matches_a_numpy_transcription_of_cleanrl():
     rng = np.random.default_rng()
     obs_size, action_size, batch, steps = int(rng.integers(2, 6)), int(rng.integers(1, 4)), 3, int(rng.integers(4, 12))
     networks, params, normalizer = networks_and_params(rng, obs_size, action_size)
-    data = random_minibatch(rng, batch, steps, obs_size, action_size, networks, params, normalizer)
+    data = random_minibatch(rng, batch, steps, obs_size, networks, params, normalizer)
     gamma, lam = float(rng.uniform(0.9, 0.999)), float(rng.uniform(0.8, 1.0))
     clip, clip_value, vf_coef, ent_coef = 0.2, float(rng.uniform(0.05, 0.5)), float(rng.uniform(0.2, 1)), float(rng.uniform(0, 0.1))
     loss, metrics = cleanrl_loss(params, normalizer, data, jax.random.key(0), networks, entropy_cost=ent_coef,
@@ -122,7 +122,7 @@ def test_the_advantages_come_from_the_critic_that_collected_the_rollout():
     value loss but not the policy loss; brax's own loss, recomputing advantages with it, changes both."""
     rng = np.random.default_rng()
     networks, params, normalizer = networks_and_params(rng, 4, 2)
-    data = random_minibatch(rng, 2, 8, 4, 2, networks, params, normalizer)
+    data = random_minibatch(rng, 2, 8, 4, networks, params, normalizer)
     data = data._replace(discount=data.discount.at[:, -1].set(0.0))
     other = params.replace(value=networks_and_params(rng, 4, 2)[1].value)
     kwargs = dict(discounting=0.99, gae_lambda=0.95, clipping_epsilon=0.2, clipping_epsilon_value=0.2)

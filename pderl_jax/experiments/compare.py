@@ -125,21 +125,26 @@ def finished_run(summary_file: Path) -> bool:
     return summary_file.exists() and not json.loads(summary_file.read_text()).get("interrupted", False)
 
 
-def final_tests(folders: list[Path], column: str = "champion_test") -> list[float]:
-    """The last row's champion test (or another column) of each run; NaN where a run lacks the column."""
-    values = []
+def final_rows(folders: list[Path]) -> list[dict]:
+    """The last metrics row of each run."""
+    rows = []
     for folder in folders:
-        rows = read_metrics(folder / METRICS_FILE)
-        if not rows:
+        run_rows = read_metrics(folder / METRICS_FILE)
+        if not run_rows:
             raise ConfigError(f"{folder}/metrics.csv has no rows")
-        values.append(rows[-1].get(column, math.nan))
-    return values
+        rows.append(run_rows[-1])
+    return rows
 
 
-def training_statistics(folders: list[Path]) -> dict:
+def final_tests(folders: list[Path]) -> list[float]:
+    """The last row's champion test of each run."""
+    return [row["champion_test"] for row in final_rows(folders)]
+
+
+def training_statistics(last_rows: list[dict]) -> dict:
     """For runs that measure it (PPO), the final training-episode return's mean, std, median and values
-    (the sources' measure: the last 100 finished training episodes); {} otherwise."""
-    finals = final_tests(folders, "training_return")
+    (the sources' measure: the last 100 finished training episodes), from each run's last row; {} otherwise."""
+    finals = [row.get("training_return", math.nan) for row in last_rows]
     if not all(math.isfinite(v) for v in finals):
         return {}
     return {"training": {**final_statistics(finals), "finals": finals}}
@@ -190,10 +195,12 @@ def compare(task: str, env: Environment, methods: list[str], seeds: list[int], f
             return {"interrupted": True}
         barrier(f"pderl-jax: {method} written")  # process 0's files, read next by every process
         wall, compile_s = method_timing(out_dir / method, folders, time.perf_counter() - start)
-        finals = final_tests(folders)
+        last_rows = final_rows(folders)
+        finals = [row["champion_test"] for row in last_rows]
         results[method] = {**final_statistics(finals), "finals": finals, "wall_s": wall, "compile_s": compile_s,
                            "device": device, "runs": [str(f.relative_to(out_dir)) for f in folders],
-                           **({"preset": presets[method]} if method in presets else {}), **training_statistics(folders)}
+                           **({"preset": presets[method]} if method in presets else {}),
+                           **training_statistics(last_rows)}
         print_fn(f"compare: {method} final champion test {results[method]['mean']:.1f} +- "
                  f"{results[method]['std']:.1f} over {len(seeds)} seeds ({results[method]['wall_s']:.0f} s)")
     summary = {"task": task, "frames": frames, "seeds": seeds, "device": device,
@@ -237,9 +244,9 @@ def read_comparison(out_dir: Path) -> dict:
                              if method != "ppo"}
     if "ppo" in record["methods"] and "ppo" not in record["presets"]:  # before PPO presets (0.8)
         record["presets"]["ppo"] = PPO_EARLIER_PRESET
-    first_ppo_run = Path(out_dir) / "ppo" / "run_000" / "config.json"
-    if record["presets"].get("ppo") == PPO_DEFAULT_PRESET and first_ppo_run.exists():  # before its CleanRL loss
-        record["presets"]["ppo"] = recorded_preset(json.loads(first_ppo_run.read_text()))
+    ran = (Path(out_dir) / "ppo" / "run_000" / "config.json").exists()
+    if record["presets"].get("ppo") == PPO_DEFAULT_PRESET and ran:  # cleanrl runs before its CleanRL loss
+        record["presets"]["ppo"] = _recorded_preset(Path(out_dir) / "ppo")
     return record
 
 
