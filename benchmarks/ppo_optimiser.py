@@ -1,0 +1,141 @@
+"""Does CleanRL's optimiser change PPO's early curve? The `cleanrl` preset beside the same seeds with it.
+
+usage: python benchmarks/ppo_optimiser.py [--task hopper] [--seeds 0,2] [--frames 1000000] [--stop 300000]
+       python benchmarks/ppo_optimiser.py --logs A.log B.log   (tables from the printed lines of earlier runs)
+
+brax's PPO builds `optax.adam(learning_rate)` with Adam's eps fixed at 1e-8 and a constant rate. CleanRL
+(vwxyzjn/cleanrl@fe8d8a0, ppo_continuous_action.py L183, L202-205) uses eps 1e-5 and anneals the rate
+linearly per iteration, (1 - (it - 1) / iterations) * 3e-4. Here brax's Adam is swapped for CleanRL's
+while the preset is otherwise unchanged. With the same seed and frame budget the random streams are
+those of the committed `cleanrl` runs (benchmarks/results/learning_curves/<Task>-ppo), so each seed is
+compared with itself, row by row, until `--stop` frames. Writes results/ppo_optimiser/<task>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+COMMITTED = HERE / "results" / "learning_curves"
+OUT = HERE / "results" / "ppo_optimiser"
+TASK_FOLDERS = {"hopper": "Hopper-v5-ppo", "halfcheetah": "HalfCheetah-v5-ppo"}
+ROW = re.compile(r"ppo seed (\d+): (\d+) frames, test (\S+), training episodes (\S+)")
+
+
+class StopTraining(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def cleanrl_optimiser(frames: int, rate: float = 3e-4, updates_per_iteration: int = 10 * 32, rollout: int = 2048):
+    """brax's PPO trainer gets CleanRL's Adam (eps 1e-5, rate annealed per 2,048-step iteration) while
+    the block runs; brax looks `optax.adam` up when it builds its optimiser."""
+    import optax
+
+    original, iterations = optax.adam, frames // rollout
+
+    def adam(learning_rate, **kwargs):
+        if learning_rate != rate:
+            raise ValueError(f"expected the cleanrl preset's learning rate {rate}, got {learning_rate}")
+        return original(lambda count: rate * (1.0 - (count // updates_per_iteration) / iterations), eps=1e-5)
+
+    optax.adam = adam
+    try:
+        yield
+    finally:
+        optax.adam = original
+
+
+def run_variant(task: str, seed: int, frames: int, stop: int) -> list[tuple[int, float, float]]:
+    """(frames, champion test, training return) of each evaluation up to the first past `stop`."""
+    from pderl_jax.envs import make_environment
+    from pderl_jax.experiments.ppo import train_ppo
+
+    rows = []
+
+    def watch(line: str) -> None:
+        print(line, flush=True)
+        rows.extend(parse([line]).get(seed, []))
+        if rows and rows[-1][0] >= stop:
+            raise StopTraining
+
+    with cleanrl_optimiser(frames), tempfile.TemporaryDirectory() as scratch:
+        try:
+            train_ppo(make_environment(task, backend="mjx"), seed, frames, Path(scratch), preset="cleanrl",
+                      print_fn=watch)
+        except StopTraining:
+            pass
+    return rows
+
+
+def parse(lines) -> dict[int, list[tuple[int, float, float]]]:
+    found: dict[int, list] = {}
+    for line in lines:
+        if match := ROW.search(line):
+            seed, frames, test, training = match.groups()
+            found.setdefault(int(seed), []).append((int(frames), float(test), float(training)))
+    return found
+
+
+def committed_rows(task: str, seed: int) -> dict[int, tuple[float, float]]:
+    folder = COMMITTED / TASK_FOLDERS[task] / "ppo"
+    for run in sorted(folder.glob("run_*")):
+        if json.loads((run / "config.json").read_text())["seed"] == seed:
+            with open(run / "metrics.csv") as f:
+                return {int(r["frames"]): (float(r["champion_test"]), float(r["training_return"] or "nan"))
+                        for r in csv.DictReader(f)}
+    raise SystemExit(f"no committed {task} PPO run of seed {seed} under {folder}")
+
+
+def report(task: str, variants: dict[int, list]) -> None:
+    """Each seed's rows beside the committed run's at the same frames; the mean of the last rows."""
+    table = ["| seed | frames | training return, cleanrl | with CleanRL's optimiser | test, cleanrl | with it |",
+             "|---|---|---|---|---|---|"]
+    record = {"task": task, "source": "vwxyzjn/cleanrl@fe8d8a0 ppo_continuous_action.py L183, L202-205",
+              "seeds": {}}
+    for seed, rows in sorted(variants.items()):
+        base = committed_rows(task, seed)
+        # the untrained policy's test repeats the committed one's when the random streams are the same
+        same_streams = rows[0][0] == 0 and abs(rows[0][1] - base[0][0]) < 0.1
+        compared = [{"frames": f, "test": t, "training_return": r, "cleanrl_test": base[f][0],
+                     "cleanrl_training_return": base[f][1]} for f, t, r in rows if f in base and f > 0]
+        record["seeds"][seed] = {"same_streams": same_streams, "rows": compared}
+        table += [f"| {seed} | {c['frames']:,} | {c['cleanrl_training_return']:.0f} | {c['training_return']:.0f} | "
+                  f"{c['cleanrl_test']:.0f} | {c['test']:.0f} |" for c in compared]
+    last = [entry["rows"][-1] for entry in record["seeds"].values()]
+    record["last_mean"] = {"cleanrl": float(np.mean([e["cleanrl_training_return"] for e in last])),
+                           "cleanrl_optimiser": float(np.mean([e["training_return"] for e in last]))}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{task}.json").write_text(json.dumps(record, indent=2))
+    (OUT / f"{task}.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table), "\n", record["last_mean"], "same streams:",
+          {seed: entry["same_streams"] for seed, entry in record["seeds"].items()})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="hopper", choices=sorted(TASK_FOLDERS))
+    parser.add_argument("--seeds", default="0,2", help="comma-separated seeds with committed cleanrl runs")
+    parser.add_argument("--frames", type=int, default=1_000_000, help="the committed runs' budget (sets the streams)")
+    parser.add_argument("--stop", type=int, default=300_000, help="stop after the first evaluation at or past this")
+    parser.add_argument("--logs", nargs="+", type=Path, help="read earlier runs' printed lines instead of running")
+    args = parser.parse_args(argv)
+    if args.logs:
+        variants: dict[int, list] = {}
+        for log in args.logs:
+            variants.update(parse(log.read_text().splitlines()))
+    else:
+        variants = {int(s): run_variant(args.task, int(s), args.frames, args.stop) for s in args.seeds.split(",")}
+    report(args.task, variants)
+
+
+if __name__ == "__main__":
+    main()
