@@ -60,9 +60,9 @@ def method_runs(root: Path) -> tuple[dict[str, dict[str, list]], dict[str, list[
         if "task" not in record:
             continue
         task = record["task"]
-        labels = backends.setdefault(task, [])  # every backend of the task's comparisons, in order
-        if backend_label(record["environment"]) not in labels:
-            labels.append(backend_label(record["environment"]))
+        labels, label = backends.setdefault(task, []), backend_label(record["environment"])
+        if label not in labels:  # every backend of the task's comparisons, in order
+            labels.append(label)
         for method in METHODS:
             if not (comparison / method).is_dir():
                 continue

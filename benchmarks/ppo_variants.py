@@ -18,12 +18,11 @@ the last evaluation at or before `--stop` frames. Writes results/ppo_variants/<t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
 import re
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -38,10 +37,9 @@ class StopTraining(Exception):
     pass
 
 
-@contextlib.contextmanager
 def cleanrl_optimiser(frames: int, rate: float = 3e-4, updates_per_iteration: int = 10 * 32, rollout: int = 2048):
-    """brax's PPO trainer gets CleanRL's Adam (eps 1e-5, rate annealed per 2,048-step iteration) while
-    the block runs; brax looks `optax.adam` up when it builds its optimiser."""
+    """A block in which brax's PPO trainer gets CleanRL's Adam (eps 1e-5, rate annealed per 2,048-step
+    iteration); brax looks `optax.adam` up when it builds its optimiser."""
     import optax
 
     original, iterations = optax.adam, frames // rollout
@@ -51,17 +49,12 @@ def cleanrl_optimiser(frames: int, rate: float = 3e-4, updates_per_iteration: in
             raise ValueError(f"expected the cleanrl preset's learning rate {rate}, got {learning_rate}")
         return original(lambda count: rate * (1.0 - (count // updates_per_iteration) / iterations), eps=1e-5)
 
-    optax.adam = adam
-    try:
-        yield
-    finally:
-        optax.adam = original
+    return mock.patch.object(optax, "adam", adam)
 
 
-@contextlib.contextmanager
 def cleanrl_critic_gain(frames: int, gain: float = 1.0):
-    """brax's PPO networks get a critic whose last layer (one output) is orthogonal with `gain`, its hidden
-    layers as the preset sets them, while the block runs."""
+    """A block in which brax's PPO networks get a critic whose last layer (one output) is orthogonal with
+    `gain`, its hidden layers as the preset sets them."""
     import jax
     from brax.training.agents.ppo import networks as ppo_networks
 
@@ -77,11 +70,7 @@ def cleanrl_critic_gain(frames: int, gain: float = 1.0):
         return original(*args, value_network_kernel_init_fn=lambda: critic_init,
                         value_network_kernel_init_kwargs={}, **kwargs)
 
-    ppo_networks.make_ppo_networks = make_ppo_networks
-    try:
-        yield
-    finally:
-        ppo_networks.make_ppo_networks = original
+    return mock.patch.object(ppo_networks, "make_ppo_networks", make_ppo_networks)
 
 
 VARIANTS = {"optimiser": cleanrl_optimiser, "critic-gain": cleanrl_critic_gain}
@@ -121,12 +110,12 @@ def parse(lines) -> dict[int, list[tuple[int, float, float]]]:
 
 
 def committed_rows(task: str, seed: int) -> dict[int, tuple[float, float]]:
+    from pderl_jax.training.metrics import METRICS_FILE, read_metrics
+
     folder = COMMITTED / TASK_FOLDERS[task] / "ppo"
     for run in sorted(folder.glob("run_*")):
         if json.loads((run / "config.json").read_text())["seed"] == seed:
-            with open(run / "metrics.csv") as f:
-                return {int(r["frames"]): (float(r["champion_test"]), float(r["training_return"] or "nan"))
-                        for r in csv.DictReader(f)}
+            return {r["frames"]: (r["champion_test"], r["training_return"]) for r in read_metrics(run / METRICS_FILE)}
     raise SystemExit(f"no committed {task} PPO run of seed {seed} under {folder}")
 
 
